@@ -1,0 +1,55 @@
+"""Parquet parts ↔ Dask partitions, one file per partition, with names and row counts we control.
+
+``dd.read_parquet`` may split or merge files; fmprep's stages rely on "one file = one partition"
+(rows of a customer stay together), so they read with :func:`read_parts` and write with
+:func:`write_parts`.
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.dataframe as dd
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import storage
+
+
+def read_part(url: str, columns: list[str] | None = None,
+              storage_options: dict | None = None) -> pd.DataFrame:
+    """Read one Parquet file into pandas, dates as ``datetime64`` (not Python objects)."""
+    with storage.open_file(url, "rb", storage_options) as f:
+        table = pq.read_table(f, columns=columns)
+    return table.to_pandas(date_as_object=False)
+
+
+def read_parts(urls: list[str], columns: list[str] | None = None,
+               storage_options: dict | None = None) -> dd.DataFrame:
+    """A Dask DataFrame with exactly one partition per file in ``urls``."""
+    meta = read_part(urls[0], columns, storage_options).iloc[:0]
+    return dd.from_map(read_part, urls, columns=columns, storage_options=storage_options,
+                       meta=meta, enforce_metadata=False)
+
+
+def write_part(df: pd.DataFrame, url: str, storage_options: dict | None = None) -> int:
+    """Write one partition as one Parquet file (atomically for local paths); return its rows."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), sink)
+    storage.write_bytes_atomic(url, sink.getvalue().to_pybytes(), storage_options)
+    return len(df)
+
+
+def write_parts_tasks(ddf: dd.DataFrame, out_dir: str, storage_options: dict | None = None,
+                      prefix: str = "part") -> list:
+    """Delayed writes of every partition of ``ddf`` to ``out_dir/prefix-NNNNN.parquet``.
+
+    Returns delayed ``(file name, rows)`` pairs; compute them together with other stage outputs
+    so that shared upstream work runs once.
+    """
+    tasks = []
+    for i, part in enumerate(ddf.to_delayed()):
+        name = f"{prefix}-{i:05d}.parquet"
+        rows = dask.delayed(write_part)(part, storage.join(out_dir, name), storage_options)
+        tasks.append(dask.delayed(lambda n, r: (n, r))(name, rows))
+    return tasks

@@ -1,0 +1,118 @@
+"""The whole prep (ingest → prepare → encode), skipping stages whose inputs have not changed.
+
+Each stage's manifest carries a ``key``: a hash of its input (the sources' sizes and stamps, or
+the previous stage's key) and its settings. A rerun with the same key finds the stage done and
+goes on; any change reruns that stage and the ones after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+
+from . import encode as encode_stage
+from . import ingest as ingest_stage
+from . import prepare as prepare_stage
+from . import storage
+from .config import MANIFEST, PrepSettings
+from .errors import FmprepError
+
+log = logging.getLogger(__name__)
+
+
+def stage_key(*parts) -> str:
+    """A short, stable hash of JSON-able parts."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def validate_settings(settings: PrepSettings) -> None:
+    """Reject settings that cannot work, before any data is read."""
+    if settings.min_customer_ratings < 1 or settings.min_product_ratings < 1:
+        raise FmprepError("MIN_CUSTOMER_RATINGS and MIN_PRODUCT_RATINGS must be ≥ 1")
+    if settings.filter_mode not in PrepSettings.FILTER_MODES:
+        raise FmprepError(f"unknown filter mode {settings.filter_mode!r}; use one of "
+                          f"{', '.join(PrepSettings.FILTER_MODES)}")
+    if settings.days_scale not in PrepSettings.DAYS_SCALES:
+        raise FmprepError(f"unknown days scale {settings.days_scale!r}; use one of "
+                          f"{', '.join(PrepSettings.DAYS_SCALES)}")
+    if settings.train_shards < 1 or settings.test_shards < 1:
+        raise FmprepError("TRAIN_SHARDS and TEST_SHARDS must be ≥ 1")
+
+
+def _done(url: str, key: str, storage_options) -> dict | None:
+    manifest = storage.read_json(url, storage_options)
+    return manifest if manifest is not None and manifest.get("key") == key else None
+
+
+def run_data(source: str, work: str, output: str, settings: PrepSettings,
+             storage_options: dict | None = None, force: bool = False) -> dict:
+    """Run every prep stage that is not already done for these inputs and settings.
+
+    Parameters
+    ----------
+    source : str
+        Path, URL or glob of review TSV files.
+    work, output : str
+        WORK and OUTPUT directories (local or URL).
+    settings : PrepSettings
+        Prep settings.
+    storage_options : dict, optional
+        fsspec options.
+    force : bool
+        Rerun every stage even if its manifest matches.
+
+    Returns
+    -------
+    dict
+        OUTPUT's manifest.
+    """
+    validate_settings(settings)
+    sources = storage.expand_sources(source, storage_options)
+    fingerprints = [ingest_stage.source_fingerprint(u, storage_options) for u in sources]
+
+    ingest_key = stage_key("ingest", fingerprints, settings.part_size)
+    ingest_url = storage.join(work, "reviews", MANIFEST)
+    ingested = None if force else _done(ingest_url, ingest_key, storage_options)
+    t0 = time.perf_counter()
+    if ingested is None:
+        log.info("ingest: %d file(s) → %s", len(sources), storage.join(work, "reviews"))
+        ingested = ingest_stage.ingest(sources, work, settings.part_size, storage_options,
+                                       key=ingest_key)
+        t = ingested["totals"]
+        log.info("ingest: %d rows read, %d rejected (%.1f s)", t["rows_read"],
+                 t["rows_rejected"], time.perf_counter() - t0)
+    else:
+        log.info("ingest: up to date")
+
+    prepare_key = stage_key("prepare", ingest_key, settings.to_dict())
+    prepare_url = storage.join(work, MANIFEST)
+    prepared = None if force else _done(prepare_url, prepare_key, storage_options)
+    t0 = time.perf_counter()
+    if prepared is None:
+        log.info("prepare: dedupe, filter, ids, split")
+        prepared = prepare_stage.prepare(work, settings, storage_options, key=prepare_key)
+        c = prepared["counts"]
+        log.info("prepare: %d users, %d items, %d train / %d test rows (%.1f s)",
+                 prepared["num_users"], prepared["num_items"], c["train_rows"], c["test_rows"],
+                 time.perf_counter() - t0)
+    else:
+        log.info("prepare: up to date")
+
+    encode_key = stage_key("encode", prepare_key, output)
+    output_url = storage.join(output, MANIFEST)
+    encoded = None if force else _done(output_url, encode_key, storage_options)
+    t0 = time.perf_counter()
+    if encoded is None:
+        extra = {"key": encode_key, "sources": fingerprints,
+                 "ingest": {**ingested["totals"],
+                            "rejects_samples": storage.join(work, "reviews", "*-rejects.jsonl")}}
+        encoded = encode_stage.encode(work, output, storage_options, extra=extra)
+        log.info("encode: %d train shards, %d test shards → %s (%.1f s)",
+                 len(encoded["channels"]["train"]["shards"]),
+                 len(encoded["channels"]["test"]["shards"]), output, time.perf_counter() - t0)
+    else:
+        log.info("encode: up to date")
+    return encoded
