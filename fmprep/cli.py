@@ -153,11 +153,32 @@ def _summary(manifest: dict, output: str) -> None:
              manifest["channels"]["test"]["rows"], output)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def _setup_logging(quiet: bool) -> None:
+    # Only fmprep's own loggers print; Dask's INFO chatter stays out of the user's terminal.
+    logger = logging.getLogger("fmprep")
+    if not logger.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("fmprep: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fmprep`` console script."""
     ns = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if ns.quiet else logging.INFO,
-                        format="fmprep: %(message)s", stream=sys.stderr)
+    _setup_logging(ns.quiet)
     try:
         return run(ns)
     except FmprepError as err:

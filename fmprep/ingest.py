@@ -38,6 +38,7 @@ REVIEWS_SCHEMA = pa.schema([
 REJECT_REASONS = ("too_many_fields", "too_few_fields", "invalid_utf8", "missing_id",
                   "bad_rating", "bad_date")
 BLOCK_SIZE = 16 << 20  # Arrow parse block; also the longest line accepted
+MIN_BLOCK_SIZE = 256 << 10  # smaller parts (tests) parse in smaller blocks to roll parts on time
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -213,16 +214,20 @@ def ingest_file(url: str, index: int, out_dir: str, part_size: int,
         ``source``, ``rows_read``, ``rows_valid``, ``rejected`` (counts by reason),
         ``bytes_read`` (uncompressed) and ``parts`` (file name and row count each).
     """
+    block_size = max(MIN_BLOCK_SIZE, min(BLOCK_SIZE, part_size))
     raw, stream = _open_stream(url, storage_options)
     rejects = _Rejects()
-    parts, writer, part_file, part_rows, part_start = [], None, None, 0, 0
+    # Arrow reads ahead, so bytes pulled from the stream run ahead of the rows parsed; a batch
+    # is one parse block of source, so parts are rolled by counting batches instead.
+    batches_per_part = max(1, part_size // block_size)
+    parts, writer, part_file, part_rows, part_batches = [], None, None, 0, 0
     rows_valid = 0
     try:
         _check_header(url, stream)
         counter = _CountingReader(stream)
         reader = pacsv.open_csv(
             counter,
-            read_options=pacsv.ReadOptions(column_names=list(TSV_COLUMNS), block_size=BLOCK_SIZE),
+            read_options=pacsv.ReadOptions(column_names=list(TSV_COLUMNS), block_size=block_size),
             parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False,
                                              invalid_row_handler=rejects.on_invalid_row),
             convert_options=pacsv.ConvertOptions(
@@ -246,17 +251,21 @@ def ingest_file(url: str, index: int, out_dir: str, part_size: int,
                 parts.append({"file": name, "rows": 0})
             writer.write_table(table)
             part_rows += table.num_rows
+            part_batches += 1
             rows_valid += table.num_rows
-            if counter.count - part_start >= part_size:
+            if part_batches >= batches_per_part:
                 writer.close(), part_file.close()
-                parts[-1]["rows"], writer, part_rows, part_start = part_rows, None, 0, counter.count
+                parts[-1]["rows"], writer, part_rows, part_batches = part_rows, None, 0, 0
     except _CorruptInput as err:
         raise FmprepError(f"{url}: cannot decompress ({err}); the file is truncated or corrupt, "
                           "re-download it")
     except pa.ArrowInvalid as err:
+        if "Empty CSV file" in str(err):
+            raise FmprepError(f"{url} has a header but no rows; point SOURCE= at a file with "
+                              "reviews")
         if "straddling" in str(err):
-            raise FmprepError(f"{url}: a line is longer than {BLOCK_SIZE >> 20} MiB; split or "
-                              "clean the file")
+            raise FmprepError(f"{url}: a line is longer than the {block_size >> 10} KiB parse "
+                              "block; raise PART_SIZE or clean the file")
         if isinstance(err.__context__, _CorruptInput) or "decompress" in str(err):
             raise FmprepError(f"{url}: cannot decompress; the file is truncated or corrupt, "
                               "re-download it")
