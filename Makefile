@@ -50,8 +50,10 @@ data: $(STAMP) $(if $(filter $(SAMPLE),$(SOURCE)),$(SAMPLE)) ## SOURCE → WORK 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q
 
-bench: $(STAMP) ## encoder speed against the SageMaker SDK writer (benchmarks/)
+BENCH_ROWS ?= 2000000
+bench: $(STAMP) ## encoder vs the SageMaker SDK writer; make data on BENCH_ROWS generated rows
 	$(PY) benchmarks/bench_encoder.py
+	$(PY) benchmarks/bench_data.py --rows $(BENCH_ROWS) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 clean: ## remove data/work and data/output (keeps the sample and .venv)
 	rm -rf data/work data/output
