@@ -36,7 +36,7 @@ REVIEWS_SCHEMA = pa.schema([
     ("review_date", pa.date32()),
 ])
 REJECT_REASONS = ("too_many_fields", "too_few_fields", "invalid_utf8", "missing_id",
-                  "bad_rating", "bad_date")
+                  "repeated_header", "bad_rating", "bad_date")
 BLOCK_SIZE = 16 << 20  # Arrow parse block; also the longest line accepted
 MIN_BLOCK_SIZE = 256 << 10  # smaller parts (tests) parse in smaller blocks to roll parts on time
 GZIP_MAGIC = b"\x1f\x8b"
@@ -164,13 +164,18 @@ def clean_batch(batch: pa.RecordBatch, rejects: _Rejects) -> pa.Table:
     rating_ok = pc.match_substring_regex(cols["star_rating"], r"^[1-5]$").to_numpy(
         zero_copy_only=False)
     dates = pc.strptime(cols["review_date"], format="%Y-%m-%d", unit="s", error_is_null=True)
-    date_ok = pc.is_valid(dates).to_numpy(zero_copy_only=False)
+    # strptime rolls impossible days over (2014-02-30 → 03-02): a date must print back as read.
+    date_ok = pc.fill_null(pc.equal(pc.strftime(dates, format="%Y-%m-%d"), cols["review_date"]),
+                           False).to_numpy(zero_copy_only=False)
+    header = pc.equal(cols["star_rating"], "star_rating").to_numpy(zero_copy_only=False)
 
     # Each rejected row gets the first reason that applies, so counts add up to the rejects.
-    reasons = [("invalid_utf8", bad_utf8), ("missing_id", ~bad_utf8 & ~ids_ok),
-               ("bad_rating", ~bad_utf8 & ids_ok & ~rating_ok),
-               ("bad_date", ~bad_utf8 & ids_ok & rating_ok & ~date_ok)]
-    keep = ~bad_utf8 & ids_ok & rating_ok & date_ok
+    ok = ~bad_utf8
+    reasons = [("invalid_utf8", bad_utf8), ("missing_id", ok & ~ids_ok),
+               ("repeated_header", ok & ids_ok & header),
+               ("bad_rating", ok & ids_ok & ~header & ~rating_ok),
+               ("bad_date", ok & ids_ok & rating_ok & ~date_ok)]
+    keep = ok & ids_ok & rating_ok & date_ok
     for reason, mask in reasons:
         idx = np.flatnonzero(mask)
         if len(idx):
@@ -189,6 +194,13 @@ def clean_batch(batch: pa.RecordBatch, rejects: _Rejects) -> pa.Table:
         "star_rating": pc.cast(cols["star_rating"].take(keep_idx), pa.int8()),
         "review_date": dates.take(keep_idx).cast(pa.date32()),
     }, schema=REVIEWS_SCHEMA)
+
+
+class _LineTooLong(Exception):
+    pass
+
+
+MAX_BLOCK_SIZE = 1 << 30
 
 
 def ingest_file(url: str, index: int, out_dir: str, part_size: int,
@@ -215,6 +227,20 @@ def ingest_file(url: str, index: int, out_dir: str, part_size: int,
         ``bytes_read`` (uncompressed) and ``parts`` (file name and row count each).
     """
     block_size = max(MIN_BLOCK_SIZE, min(BLOCK_SIZE, part_size))
+    while True:
+        try:
+            return _ingest_stream(url, index, out_dir, part_size, block_size, storage_options)
+        except _LineTooLong as err:
+            # A line longer than a parse block: start the file again with larger blocks.
+            for name in err.args[0]:
+                storage.remove(storage.join(out_dir, name), storage_options)
+            if block_size >= MAX_BLOCK_SIZE:
+                raise FmprepError(f"{url}: a line is longer than {MAX_BLOCK_SIZE >> 20} MiB; "
+                                  "clean the file") from None
+            block_size *= 4
+
+
+def _ingest_stream(url, index, out_dir, part_size, block_size, storage_options) -> dict:
     raw, stream = _open_stream(url, storage_options)
     rejects = _Rejects()
     # Arrow reads ahead, so bytes pulled from the stream run ahead of the rows parsed; a batch
@@ -264,8 +290,7 @@ def ingest_file(url: str, index: int, out_dir: str, part_size: int,
             raise FmprepError(f"{url} has a header but no rows; point SOURCE= at a file with "
                               "reviews")
         if "straddling" in str(err):
-            raise FmprepError(f"{url}: a line is longer than the {block_size >> 10} KiB parse "
-                              "block; raise PART_SIZE or clean the file")
+            raise _LineTooLong([p["file"] for p in parts]) from None
         if isinstance(err.__context__, _CorruptInput) or "decompress" in str(err):
             raise FmprepError(f"{url}: cannot decompress; the file is truncated or corrupt, "
                               "re-download it")

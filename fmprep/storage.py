@@ -98,6 +98,13 @@ def write_json(url: str, obj: dict, storage_options: dict | None = None) -> None
     write_bytes_atomic(url, text.encode("utf-8"), storage_options)
 
 
+def remove(url: str, storage_options: dict | None = None) -> None:
+    """Delete one file if it exists."""
+    fs, path = filesystem(url, storage_options)
+    if fs.exists(path):
+        fs.rm(path)
+
+
 def reset_stage_dir(url: str, storage_options: dict | None = None) -> None:
     """Empty a stage directory before a stage writes it, manifest first.
 
