@@ -106,6 +106,7 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
     encoded = None if force else _done(output_url, encode_key, storage_options)
     t0 = time.perf_counter()
     if encoded is None:
+        log.info("encode: RecordIO-protobuf shards → %s", output)
         extra = {"key": encode_key, "sources": fingerprints,
                  "ingest": {**ingested["totals"],
                             "rejects_samples": storage.join(work, "reviews", "*-rejects.jsonl")}}
