@@ -184,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     except FmprepError as err:
         print(f"fmprep: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # only storage errors are explained; anything else is a bug
+        from .storage import describe_storage_error
+
+        message = describe_storage_error(err)
+        if message is None:
+            raise
+        print(f"fmprep: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("fmprep: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -51,7 +51,11 @@ def expand_sources(source: str, storage_options: dict | None = None) -> list[str
     if any(ch in path for ch in "*?["):
         paths = sorted(p for p in fs.glob(path) if fs.isfile(p))
     else:
-        paths = [path] if fs.isfile(path) else []
+        # info(), not isfile(): isfile() turns missing credentials into "not a file".
+        try:
+            paths = [path] if fs.info(path)["type"] == "file" else []
+        except FileNotFoundError:
+            paths = []
     if not paths:
         raise FmprepError(f"source not found: {source}; set SOURCE= to an existing file, "
                           "s3:// URI or glob")
@@ -118,7 +122,9 @@ def reset_stage_dir(url: str, storage_options: dict | None = None) -> None:
     if fs.exists(path):
         fs.rm(path, recursive=True)
     try:
-        fs.makedirs(path, exist_ok=True)
+        # Object stores have no directories; s3fs's makedirs would even create a missing bucket.
+        if not is_remote(url):
+            fs.makedirs(path, exist_ok=True)
     except OSError as err:
         raise FmprepError(f"cannot write to {url}: {err.strerror or err}; choose a writable "
                           "location (WORK= / OUTPUT=) or fix its permissions")
@@ -148,3 +154,34 @@ def to_url(fs, path: str) -> str:
 def open_file(url: str, mode: str = "rb", storage_options: dict | None = None):
     """``fsspec.open`` with fmprep's storage options (no compression: callers sniff it)."""
     return fsspec.open(url, mode, **(storage_options or {}))
+
+
+def describe_storage_error(err: BaseException) -> str | None:
+    """A one-line, credential-free explanation of an S3/network error, or None if not one.
+
+    botocore's messages name endpoints and buckets, never keys; they are kept short.
+    """
+    try:
+        from botocore import exceptions as bx
+    except ImportError:
+        return None
+    chain = [err]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+        if len(chain) > 10:
+            break
+    for e in chain:
+        if isinstance(e, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+            return ("no AWS credentials found; configure them (aws configure, AWS_PROFILE or "
+                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) or use local paths")
+        if isinstance(e, bx.EndpointConnectionError):
+            return (f"cannot reach {e.kwargs.get('endpoint_url', 'the S3 endpoint')}; check the "
+                    "network, AWS_ENDPOINT_URL and the region")
+        if isinstance(e, bx.ClientError):
+            code = e.response.get("Error", {}).get("Code", "")
+            return (f"S3 refused the request ({code or 'error'}); check the bucket name, "
+                    "region and your permissions")
+    if isinstance(err, PermissionError):
+        return (f"access denied ({str(err).splitlines()[0][:200]}); check permissions and "
+                "credentials")
+    return None
