@@ -29,6 +29,8 @@ help: ## list every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: SOURCE WORK OUTPUT MIN_CUSTOMER_RATINGS MIN_PRODUCT_RATINGS FILTER_MODE"
 	@echo "             TRAIN_SHARDS TEST_SHARDS DAYS_SCALE PART_SIZE SCHEDULER FORCE QUIET ROWS SEED"
+	@echo "  train/serve: BACKEND ROLE REGION INSTANCE_TYPE INSTANCE_COUNT IMAGE_URI EPOCHS NUM_FACTORS"
+	@echo "             PREDICTOR_TYPE MINI_BATCH_SIZE HP PORT CUSTOMER PRODUCT DATE"
 
 env: $(STAMP) ## create .venv with fmprep and its test tools (pinned by constraints.txt)
 
@@ -50,10 +52,41 @@ data: $(STAMP) $(if $(filter $(SAMPLE),$(SOURCE)),$(SAMPLE)) ## SOURCE → WORK 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q
 
+# --- train / serve: scripts/train_deploy.py (defaults in fmprep/config.py) ----------------------
+# Passed on only when set: BACKEND=local|sagemaker REGION ROLE INSTANCE_TYPE INSTANCE_COUNT
+# IMAGE_URI EPOCHS NUM_FACTORS PREDICTOR_TYPE MINI_BATCH_SIZE HP="name=value …" PORT DATE;
+# predict needs CUSTOMER= and PRODUCT=. WORK is passed to predict only when you set it (the
+# manifest remembers the WORK that make data used).
+TD := $(PY) scripts/train_deploy.py
+TD_ARGS = --output '$(OUTPUT)' $(call opt,BACKEND,--backend) $(call opt,REGION,--region) \
+          $(if $(QUIET),--quiet)
+AWS_ARGS = $(call opt,ROLE,--role) $(call opt,INSTANCE_TYPE,--instance-type) \
+           $(call opt,INSTANCE_COUNT,--instance-count) $(call opt,IMAGE_URI,--image-uri)
+HP_ARGS = $(call opt,EPOCHS,--epochs) $(call opt,NUM_FACTORS,--num-factors) \
+          $(call opt,PREDICTOR_TYPE,--predictor-type) \
+          $(call opt,MINI_BATCH_SIZE,--mini-batch-size) $(foreach h,$(HP),--hp '$(h)')
+
+.PHONY: train deploy predict undeploy
+
+train: $(STAMP) ## train FM: BACKEND=local (default) | sagemaker (ROLE=arn:…, OUTPUT=s3://…)
+	$(TD) train $(TD_ARGS) $(AWS_ARGS) $(HP_ARGS)
+
+deploy: $(STAMP) ## serve the model: local server on 127.0.0.1 (PORT=8080) or a SageMaker endpoint
+	$(TD) deploy $(TD_ARGS) $(AWS_ARGS) $(call opt,PORT,--port)
+
+predict: $(STAMP) ## predict one rating: make predict CUSTOMER=… PRODUCT=… [DATE=YYYY-MM-DD]
+	$(TD) predict $(TD_ARGS) $(if $(CUSTOMER),--customer '$(CUSTOMER)') \
+	    $(if $(PRODUCT),--product '$(PRODUCT)') $(call opt,DATE,--date) \
+	    $(if $(filter command line environment,$(origin WORK)),--work '$(WORK)')
+
+undeploy: $(STAMP) ## stop the local server, or delete the SageMaker endpoint, its config and model
+	$(TD) undeploy $(TD_ARGS)
+
 BENCH_ROWS ?= 2000000
 bench: $(STAMP) ## encoder vs the SageMaker SDK writer; make data on BENCH_ROWS generated rows
 	$(PY) benchmarks/bench_encoder.py
 	$(PY) benchmarks/bench_data.py --rows $(BENCH_ROWS) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
-clean: ## remove data/work and data/output (keeps the sample and .venv)
+clean: ## stop a local server, remove data/work and data/output (keeps the sample and .venv)
+	@if [ -f data/output/endpoint.json ]; then $(PY) scripts/train_deploy.py undeploy --output data/output; fi
 	rm -rf data/work data/output

@@ -69,9 +69,95 @@ class PrepSettings:
 
 
 # --- SageMaker Factorization Machines hyperparameters (names are the contract, DESIGN.md §3) --
+# Every value here is valid to send to SageMaker as a string. SageMaker's own defaults, except
+# num_factors / epochs (required / 1 there), which follow the reference workflow (DESIGN.md §2).
 FM_DEFAULTS = {
     "num_factors": 256,
     "predictor_type": "regressor",
     "epochs": 3,
     "mini_batch_size": 1000,
+    "bias_init_method": "normal",
+    "bias_init_sigma": 0.01,
+    "bias_lr": 0.1,
+    "bias_wd": 0.01,
+    "linear_init_method": "normal",
+    "linear_init_sigma": 0.01,
+    "linear_lr": 0.001,
+    "linear_wd": 0.001,
+    "factors_init_method": "normal",
+    "factors_init_sigma": 0.001,
+    "factors_lr": 0.0001,
+    "factors_wd": 0.00001,
 }
+# Required by SageMaker with no default: the manifest supplies it.
+FM_REQUIRED = ("feature_dim",)
+# SageMaker hyperparameters whose default is "None" (unset): leave them out unless given.
+FM_OPTIONAL = (
+    "bias_init_scale", "bias_init_value", "linear_init_scale", "linear_init_value",
+    "factors_init_scale", "factors_init_value", "clip_gradient", "eps", "rescale_grad",
+)
+# fmprep-only options of the local trainer; never sent to SageMaker. ``seed`` seeds the
+# initialisation and the per-epoch shuffle; ``binary_threshold`` turns ratings into 0/1 labels
+# (label >= threshold -> 1) for predictor_type=binary_classifier (None: labels must be 0/1).
+FM_LOCAL_OPTIONS = {
+    "seed": 0,
+    "binary_threshold": None,
+}
+
+
+# --- training and serving: scripts/train_deploy.py, fmprep.serve, fmprep.sagemaker -------------
+# Instance types and counts are the reference workflow's (DESIGN.md §2).
+DEFAULT_REGION = "us-east-1"          # used when neither --region nor the AWS config names one
+TRAIN_INSTANCE_TYPE = "ml.c5.2xlarge"
+TRAIN_INSTANCE_COUNT = 4
+TRAIN_VOLUME_GB = 30
+TRAIN_MAX_RUNTIME_S = 24 * 3600
+ENDPOINT_INSTANCE_TYPE = "ml.m4.xlarge"
+ENDPOINT_INSTANCE_COUNT = 1
+SAGEMAKER_POLL_S = 30                 # describe_* polling interval while waiting
+ENDPOINT_WAIT_S = 3600                # give up waiting for InService after this long
+
+# The built-in FM container: <account>.dkr.ecr.<region>.<domain>/factorization-machines:1.
+# Account ids per region are published with the SageMaker Python SDK
+# (sagemaker/image_uri_config/factorization-machines.json, version "1").
+FM_IMAGE_REPOSITORY = "factorization-machines"
+FM_IMAGE_TAG = "1"
+FM_IMAGE_ACCOUNTS = {
+    "af-south-1": "455444449433", "ap-east-1": "286214385809",
+    "ap-northeast-1": "351501993468", "ap-northeast-2": "835164637446",
+    "ap-northeast-3": "867004704886", "ap-south-1": "991648021394",
+    "ap-south-2": "628508329040", "ap-southeast-1": "475088953585",
+    "ap-southeast-2": "712309505854", "ap-southeast-3": "951798379941",
+    "ap-southeast-4": "106583098589", "ca-central-1": "469771592824",
+    "ca-west-1": "190319476487", "cn-north-1": "390948362332",
+    "cn-northwest-1": "387376663083", "eu-central-1": "664544806723",
+    "eu-central-2": "680994064768", "eu-north-1": "669576153137",
+    "eu-south-1": "257386234256", "eu-south-2": "104374241257",
+    "eu-west-1": "438346466558", "eu-west-2": "644912444149",
+    "eu-west-3": "749696950732", "il-central-1": "898809789911",
+    "me-central-1": "272398656194", "me-south-1": "249704162688",
+    "sa-east-1": "855470959533", "us-east-1": "382416733822",
+    "us-east-2": "404615174143", "us-gov-east-1": "237065988967",
+    "us-gov-west-1": "226302683700", "us-iso-east-1": "490574956308",
+    "us-isob-east-1": "765400339828", "us-isof-east-1": "108575199400",
+    "us-isof-south-1": "124985052026", "us-west-1": "632365934929",
+    "us-west-2": "174872318107",
+}
+# ECR hosts outside the commercial partition; every other region uses amazonaws.com.
+ECR_DOMAINS = {
+    "cn-north-1": "amazonaws.com.cn", "cn-northwest-1": "amazonaws.com.cn",
+    "us-iso-east-1": "c2s.ic.gov", "us-isob-east-1": "sc2s.sgov.gov",
+    "us-isof-east-1": "csp.hci.ic.gov", "us-isof-south-1": "csp.hci.ic.gov",
+}
+
+# The local inference server (fmprep.serve) speaks the SageMaker container contract.
+SERVE_HOST = "127.0.0.1"              # loopback only unless the user asks for more
+SERVE_PORT = 8080                     # the port SageMaker containers listen on
+SERVE_START_TIMEOUT_S = 60
+INVOKE_MAX_BYTES = 6_291_456          # InvokeEndpoint's request body cap
+
+# Files beside OUTPUT/manifest.json.
+LOCAL_MODEL_DIR = "model"             # OUTPUT/model: the local backend's trained model
+SAGEMAKER_RECORD = "sagemaker.json"   # training job, model artifact, metrics, endpoint
+ENDPOINT_RECORD = "endpoint.json"     # the running local server: url, pid
+SERVER_LOG = "serve.log"

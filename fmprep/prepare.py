@@ -63,9 +63,15 @@ def filter_stats(df: pd.DataFrame, keep_products: pd.Index, min_customer_ratings
 
 
 def customer_stats(df: pd.DataFrame) -> pd.DataFrame:
-    """customer_id and n_ratings of every customer in a customer-partitioned frame."""
-    return (df.groupby("customer_id", sort=False).size().rename("n_ratings")
-            .reset_index())
+    """customer_id, n_ratings and first_review of every customer in a customer-partitioned frame.
+
+    ``first_review`` is what ``days_since_first`` counts from, kept so that a prediction for a
+    new date can be built from the id map alone.
+    """
+    g = df.groupby("customer_id", sort=False)["review_date"]
+    out = pd.DataFrame({"n_ratings": g.size(), "first_review": g.min()}).reset_index()
+    out["n_ratings"] = out["n_ratings"].astype("int64")
+    return out
 
 
 def item_stats(df: pd.DataFrame) -> pd.DataFrame:
@@ -228,7 +234,8 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     # 3. Dense ids, by count descending then key; sorted maps are persisted so the partition
     #    offsets and the numbering see the same partitions.
     users = kept.map_partitions(customer_stats, meta={"customer_id": rows["customer_id"].dtype,
-                                                      "n_ratings": "int64"})
+                                                      "n_ratings": "int64",
+                                                      "first_review": rows["review_date"].dtype})
     items = (kept[["product_id", "product_title"]]
              .shuffle("product_id", npartitions=kept.npartitions)
              .map_partitions(item_stats, meta={"product_id": rows["product_id"].dtype,
@@ -272,7 +279,8 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
         tasks[channel] = partio.write_parts_tasks(part, storage.join(work, channel),
                                                   storage_options)
     tasks["users"] = partio.write_parts_tasks(
-        users[["customer_id", "user", "n_ratings"]], storage.join(work, "users"), storage_options)
+        users[["customer_id", "user", "n_ratings", "first_review"]], storage.join(work, "users"),
+        storage_options)
     tasks["items"] = partio.write_parts_tasks(
         items[["product_id", "item", "n_ratings", "product_title"]], storage.join(work, "items"),
         storage_options)

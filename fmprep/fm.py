@@ -1,0 +1,773 @@
+"""Factorization Machines trained locally: the ``BACKEND=local`` side of ``make train``.
+
+The model is Rendle's second-order factorization machine over a sparse row ``x``::
+
+    y(x) = w0 + sum_i w_i x_i + sum_{i<j} <V_i, V_j> x_i x_j
+         = w0 + sum_i w_i x_i + 1/2 sum_f [ (sum_i V_if x_i)^2 - sum_i V_if^2 x_i^2 ]
+
+the second form costing O(nnz * num_factors) per row. ``regressor`` scores are ``y(x)`` trained
+on squared error; ``binary_classifier`` scores are ``sigmoid(y(x))`` trained on log-loss with 0/1
+labels.
+
+Hyperparameters have SageMaker's names, meanings and defaults (``config.FM_DEFAULTS``,
+DESIGN.md §3), checked and typed by :func:`validate_hyperparameters`. Two fmprep-only options are
+never sent to SageMaker: ``seed`` (initialisation and the per-epoch shuffle) and
+``binary_threshold`` (for ``binary_classifier``: label = rating >= threshold; SageMaker itself
+expects 0/1 labels, so a SageMaker job needs them thresholded in the data).
+
+Optimizer. AWS does not publish the FM container's optimizer, so results match SageMaker's in
+meaning, not bit for bit. fmprep uses mini-batch Adam (beta1 0.9, beta2 0.999), as the open
+MXNet factorization-machine example does (its parameters ``w0_weight``/``w1_weight``/``v`` are
+the names in SageMaker's model artifact), mapped onto SageMaker's names like MXNet's optimizers:
+
+* the batch gradient is the sum of row gradients times ``rescale_grad`` (unset: 1 / rows in the
+  batch, i.e. the mean), plus ``wd * weight``, then clipped to ``[-clip_gradient,
+  clip_gradient]`` when set; ``eps`` (unset: 1e-8) is Adam's epsilon;
+* each of the three groups (``bias`` = w0, ``linear`` = w, ``factors`` = V) has its own
+  ``*_lr`` and ``*_wd``;
+* updates are lazy (sparse): only features present in a batch move, weight decay included, and
+  Adam's bias correction counts each feature's own updates.
+
+Two consequences worth knowing, both measured on ``fmprep.sample`` data (README notes):
+
+* Adam's steps are about ``lr`` whatever the gradient's size, so SageMaker's default learning
+  rates (linear 0.001, factors 0.0001) move a user's weight by ~0.001 per rating: three epochs
+  leave the model close to the global mean. Lazy weight decay acts once per batch a feature is
+  in, so with the mean gradient it shrinks every linear weight by about
+  ``1 / (1 + linear_wd * mini_batch_size)`` (a half with the defaults). Raise the learning rates
+  and lower the weight decay for local training on rating data.
+* Because the steps are scale-free, ``clip_gradient`` cannot tame a feature with large raw
+  values: ``days_since_first`` in raw days (up to ~6000, the reference prep) multiplies every
+  step of its weights by that much and test RMSE jumps between epochs. fmprep does not rescale
+  inputs behind your back; it warns and recommends ``DAYS_SCALE=years`` (or ``unit``) for prep.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from . import storage
+from .config import FM_DEFAULTS, FM_LOCAL_OPTIONS, FM_OPTIONAL, FM_REQUIRED, MANIFEST
+from .errors import FmprepError
+from .recordio import decode_records
+
+__all__ = ["FMModel", "validate_hyperparameters", "sagemaker_hyperparameters", "train",
+           "train_from_output", "biases_baseline"]
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "fmprep-fm/1"
+PREDICTOR_TYPES = ("regressor", "binary_classifier")
+
+
+@numba.njit(cache=True)
+def _scores(indptr, indices, values, w0, w, V, sigmoid):
+    """FM output of every CSR row, with the O(nnz * k) sum trick; float64 accumulators."""
+    n = indptr.size - 1
+    k = V.shape[1]
+    out = np.empty(n, np.float32)
+    acc = np.empty(k, np.float64)
+    for r in range(n):
+        acc[:] = 0.0
+        y = w0
+        sq = 0.0
+        for j in range(indptr[r], indptr[r + 1]):
+            c = indices[j]
+            x = values[j]
+            y += w[c] * x
+            for f in range(k):
+                vx = V[c, f] * x
+                acc[f] += vx
+                sq += vx * vx
+        inter = 0.0
+        for f in range(k):
+            inter += acc[f] * acc[f]
+        y += 0.5 * (inter - sq)
+        if sigmoid:
+            y = 1.0 / (1.0 + math.exp(-y)) if y >= 0 else math.exp(y) / (1.0 + math.exp(y))
+        out[r] = y
+    return out
+
+
+def _csr(indptr, indices, values, feature_dim):
+    """Validate CSR arrays against the model and return contiguous typed copies/views."""
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if indptr.ndim != 1 or indptr.size == 0 or indptr[0] != 0:
+        raise FmprepError("indptr must be 1-D, start with 0 and have n_rows + 1 entries")
+    if indices.shape != values.shape or indptr[-1] != indices.size:
+        raise FmprepError(f"indptr ends at {indptr[-1]} but there are {indices.size} indices and "
+                          f"{values.size} values; pass one CSR matrix")
+    if np.any(np.diff(indptr) < 0):
+        raise FmprepError("indptr must not decrease; pass a valid CSR matrix")
+    if indices.size and (indices.min() < 0 or indices.max() >= feature_dim):
+        bad = int(indices.max() if indices.max() >= feature_dim else indices.min())
+        raise FmprepError(f"feature index {bad} is outside [0, feature_dim={feature_dim}); "
+                          "encode requests with the model's feature_dim")
+    return indptr, indices, values
+
+
+@dataclass
+class FMModel:
+    """A trained factorization machine.
+
+    Attributes
+    ----------
+    w0 : float
+        Global bias.
+    w : numpy.ndarray of float32, shape (feature_dim,)
+        Linear weights.
+    V : numpy.ndarray of float32, shape (feature_dim, num_factors)
+        Factor vectors, one row per feature.
+    predictor_type : {"regressor", "binary_classifier"}
+    hyperparameters : dict
+        The validated hyperparameters the model was trained with (JSON-serialisable).
+    """
+
+    w0: float
+    w: np.ndarray
+    V: np.ndarray
+    predictor_type: str = "regressor"
+    hyperparameters: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.w0 = float(self.w0)
+        self.w = np.ascontiguousarray(self.w, dtype=np.float32)
+        self.V = np.ascontiguousarray(self.V, dtype=np.float32)
+        if self.w.ndim != 1 or self.V.ndim != 2 or self.V.shape[0] != self.w.shape[0]:
+            raise ValueError(f"w must be (feature_dim,) and V (feature_dim, num_factors); got "
+                             f"{self.w.shape} and {self.V.shape}")
+        if self.predictor_type not in PREDICTOR_TYPES:
+            raise ValueError(f"predictor_type must be one of {PREDICTOR_TYPES}, got "
+                             f"{self.predictor_type!r}")
+
+    @property
+    def feature_dim(self) -> int:
+        """Number of input features (``w.shape[0]``)."""
+        return self.w.shape[0]
+
+    @property
+    def num_factors(self) -> int:
+        """Length of each factor vector (``V.shape[1]``)."""
+        return self.V.shape[1]
+
+    def predict(self, indptr, indices, values) -> np.ndarray:
+        """Score CSR rows.
+
+        Parameters
+        ----------
+        indptr : array_like of int, shape (n_rows + 1,)
+        indices : array_like of int, shape (nnz,)
+            Feature indices in ``[0, feature_dim)``; order within a row does not matter, but an
+            index repeated within a row is treated as two features that interact.
+        values : array_like of float, shape (nnz,)
+
+        Returns
+        -------
+        numpy.ndarray of float32, shape (n_rows,)
+            The regression value, or the probability of label 1 for ``binary_classifier``.
+
+        Raises
+        ------
+        FmprepError
+            If the arrays are not one CSR matrix or an index is outside the model.
+        """
+        indptr, indices, values = _csr(indptr, indices, values, self.feature_dim)
+        return _scores(indptr, indices, values, self.w0, self.w, self.V,
+                       self.predictor_type == "binary_classifier")
+
+    def save(self, directory: str, storage_options: dict | None = None) -> None:
+        """Write ``model.npz`` (arrays only) and then ``model.json`` (metadata) to ``directory``.
+
+        ``directory`` may be local or a URL (s3://). Nothing is pickled: :meth:`load` reads the
+        arrays with ``allow_pickle=False``. ``model.json`` is written last, so a directory with
+        it holds a complete model.
+        """
+        buf = io.BytesIO()
+        np.savez(buf, w0=np.array([self.w0], np.float64), w=self.w, V=self.V)
+        storage.write_bytes_atomic(storage.join(directory, "model.npz"), buf.getvalue(),
+                                   storage_options)
+        meta = {"format": MODEL_FORMAT, "predictor_type": self.predictor_type,
+                "feature_dim": self.feature_dim, "num_factors": self.num_factors,
+                "hyperparameters": self.hyperparameters}
+        storage.write_json(storage.join(directory, "model.json"), meta, storage_options)
+
+    @classmethod
+    def load(cls, directory: str, storage_options: dict | None = None) -> "FMModel":
+        """Read a model written by :meth:`save` from a local directory or URL.
+
+        Raises
+        ------
+        FmprepError
+            If the files are missing, of another format version, or disagree on the shapes.
+        """
+        meta = storage.read_json(storage.join(directory, "model.json"), storage_options)
+        npz_url = storage.join(directory, "model.npz")
+        fs, npz_path = storage.filesystem(npz_url, storage_options)
+        if meta is None or not fs.exists(npz_path):
+            raise FmprepError(f"no fmprep model in {directory} (model.json and model.npz "
+                              "expected); run make train first or point MODEL_DIR at its output")
+        if meta.get("format") != MODEL_FORMAT:
+            raise FmprepError(f"{directory} holds model format {meta.get('format')!r}, this "
+                              f"fmprep reads {MODEL_FORMAT!r}; retrain the model")
+        with fs.open(npz_path, "rb") as f:
+            data = f.read()
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            w0, w, V = float(z["w0"][0]), z["w"], z["V"]
+        if w.shape != (meta["feature_dim"],) or V.shape != (meta["feature_dim"],
+                                                            meta["num_factors"]):
+            raise FmprepError(f"{npz_url} arrays {w.shape}/{V.shape} disagree with model.json; "
+                              "the model directory is corrupt, retrain")
+        return cls(w0=w0, w=w, V=V, predictor_type=meta["predictor_type"],
+                   hyperparameters=meta.get("hyperparameters", {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# hyperparameters
+
+_GROUPS = ("bias", "linear", "factors")
+_INIT_METHODS = ("normal", "uniform", "constant")
+
+
+def _spec():
+    """name -> (kind, lower bound, lower bound inclusive?) for every accepted hyperparameter.
+
+    kind is "int", "float" or a tuple of allowed strings; a bound of None means any value.
+    """
+    spec = {
+        "feature_dim": ("int", 1, True),
+        "num_factors": ("int", 1, True),
+        "predictor_type": (PREDICTOR_TYPES, None, True),
+        "epochs": ("int", 1, True),
+        "mini_batch_size": ("int", 1, True),
+        "clip_gradient": ("float", 0.0, False),
+        "eps": ("float", 0.0, False),
+        "rescale_grad": ("float", 0.0, False),
+        "seed": ("int", 0, True),
+        "binary_threshold": ("float", None, True),
+    }
+    for g in _GROUPS:
+        spec[f"{g}_init_method"] = (_INIT_METHODS, None, True)
+        spec[f"{g}_init_sigma"] = ("float", 0.0, True)
+        spec[f"{g}_init_scale"] = ("float", 0.0, True)
+        spec[f"{g}_init_value"] = ("float", None, True)
+        spec[f"{g}_lr"] = ("float", 0.0, True)
+        spec[f"{g}_wd"] = ("float", 0.0, True)
+    return spec
+
+
+_SPEC = _spec()
+
+
+def _coerce(name, raw):
+    kind, low, inclusive = _SPEC[name]
+    text = raw.strip() if isinstance(raw, str) else raw
+    if isinstance(kind, tuple):
+        if text not in kind:
+            raise FmprepError(f"hyperparameter {name}={raw!r} is not valid; use one of "
+                              f"{', '.join(kind)}")
+        return text
+    try:
+        if isinstance(text, bool):
+            raise ValueError
+        number = float(text)
+        if kind == "int":
+            if not number.is_integer():
+                raise ValueError
+            number = int(number)
+    except (TypeError, ValueError, OverflowError):
+        what = "an integer" if kind == "int" else "a number"
+        raise FmprepError(f"hyperparameter {name}={raw!r} is not {what}; pass e.g. "
+                          f"{name}={FM_DEFAULTS.get(name, 1)}") from None
+    if not math.isfinite(number):
+        raise FmprepError(f"hyperparameter {name}={raw!r} must be finite")
+    if low is not None and (number < low or (number == low and not inclusive)):
+        bound = f">= {low}" if inclusive else f"> {low}"
+        raise FmprepError(f"hyperparameter {name}={raw!r} is out of range; it must be {bound}")
+    return number
+
+
+def validate_hyperparameters(hyperparameters: dict, feature_dim: int | None = None) -> dict:
+    """Check and type FM hyperparameters, filling in the defaults of ``config``.
+
+    Values may be strings, as SageMaker passes them (``"256"``, ``"1e-3"``). Names are
+    SageMaker's (``config.FM_DEFAULTS``, ``config.FM_OPTIONAL``, ``feature_dim``) plus the
+    fmprep-only options ``seed`` and ``binary_threshold`` (``config.FM_LOCAL_OPTIONS``). A value
+    of None means "not set".
+
+    Parameters
+    ----------
+    hyperparameters : dict
+        Name -> value.
+    feature_dim : int, optional
+        The data's feature dimension (from the manifest). Fills ``feature_dim`` when it is not
+        given and must equal it when it is.
+
+    Returns
+    -------
+    dict
+        Every accepted name, typed; optional hyperparameters that are not set are None.
+
+    Raises
+    ------
+    FmprepError
+        For an unknown name, a value of the wrong type or out of range, an init method without
+        its scale / value, ``binary_threshold`` with a regressor, or a ``feature_dim`` that
+        differs from the data's.
+    """
+    given = {k: v for k, v in dict(hyperparameters or {}).items() if v is not None}
+    unknown = sorted(set(given) - set(_SPEC))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(_SPEC), n=1)
+        hint = f"did you mean {close[0]}?" if close else "see config.FM_DEFAULTS for the names"
+        raise FmprepError(f"unknown FM hyperparameter {unknown[0]!r}; {hint}")
+    hp = {**FM_DEFAULTS, **{k: None for k in FM_OPTIONAL + FM_REQUIRED}, **FM_LOCAL_OPTIONS}
+    hp.update({name: _coerce(name, value) for name, value in given.items()})
+    if feature_dim is not None:
+        if hp["feature_dim"] is None:
+            hp["feature_dim"] = int(feature_dim)
+        elif hp["feature_dim"] != feature_dim:
+            raise FmprepError(f"hyperparameter feature_dim={hp['feature_dim']} but the data has "
+                              f"feature_dim {feature_dim}; drop feature_dim (it is read from the "
+                              "manifest) or re-run make data")
+    if hp["feature_dim"] is None:
+        raise FmprepError("hyperparameter feature_dim is required; pass the manifest's "
+                          "feature_dim or train from an OUTPUT directory")
+    for g in _GROUPS:
+        method = hp[f"{g}_init_method"]
+        needed = {"uniform": f"{g}_init_scale", "constant": f"{g}_init_value"}.get(method)
+        if needed and hp[needed] is None:
+            raise FmprepError(f"{g}_init_method={method} needs {needed}; set it or use "
+                              f"{g}_init_method=normal")
+    if hp["binary_threshold"] is not None and hp["predictor_type"] != "binary_classifier":
+        raise FmprepError("binary_threshold applies only to predictor_type=binary_classifier; "
+                          "drop it or change predictor_type")
+    return hp
+
+
+def sagemaker_hyperparameters(hyperparameters: dict) -> dict:
+    """The SageMaker training-job form of validated hyperparameters: set values as strings.
+
+    fmprep-only options (``seed``, ``binary_threshold``) and unset optional names are left out.
+    """
+    return {k: str(v) for k, v in hyperparameters.items()
+            if v is not None and k not in FM_LOCAL_OPTIONS}
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+_BETA1 = 0.9
+_BETA2 = 0.999
+_DEFAULT_EPS = 1e-8
+
+
+@numba.njit(cache=True)
+def _adam(theta, m, v, g, lr, wd, clip, eps, t):
+    """One Adam step on a scalar with weight decay folded into the gradient (MXNet order:
+    rescaled gradient + wd * weight, then clip); returns (theta, m, v)."""
+    g = g + wd * theta
+    if clip > 0.0:
+        g = min(max(g, -clip), clip)
+    m = _BETA1 * m + (1.0 - _BETA1) * g
+    v = _BETA2 * v + (1.0 - _BETA2) * g * g
+    mhat = m / (1.0 - _BETA1 ** t)
+    vhat = v / (1.0 - _BETA2 ** t)
+    return theta - lr * mhat / (math.sqrt(vhat) + eps), m, v
+
+
+@numba.njit(cache=True)
+def _epoch(indptr, indices, values, labels, order, batch, binary, bias, w, V, state_w, state_V,
+           steps, lr, wd, clip, eps, rescale, slot, touched, gw, gV, acc):
+    """One pass of mini-batch Adam over the rows in ``order``; returns the summed row loss.
+
+    ``bias`` is [w0, m, v, t]. ``state_w`` is (feature_dim, 2) and ``state_V`` is
+    (2, feature_dim, k): Adam's first and second moments. ``steps`` counts each feature's
+    updates for Adam's bias correction: updates are lazy (only features present in the batch
+    move, weight decay included), so a rare feature's moments are corrected for its own age.
+    ``slot`` maps feature -> row of the gradient buffers ``gw``/``gV`` (-1 when absent).
+    ``rescale`` <= 0 means 1 / rows in the batch. Gradients use the weights at the start of
+    the batch, as a mini-batch should.
+    """
+    n = order.size
+    k = V.shape[1]
+    loss = 0.0
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
+        nt = 0
+        g0 = 0.0
+        for p in range(start, stop):
+            r = order[p]
+            a = indptr[r]
+            b = indptr[r + 1]
+            acc[:] = 0.0
+            y = bias[0]
+            sq = 0.0
+            for j in range(a, b):
+                c = indices[j]
+                x = values[j]
+                y += w[c] * x
+                for f in range(k):
+                    vx = V[c, f] * x
+                    acc[f] += vx
+                    sq += vx * vx
+            inter = 0.0
+            for f in range(k):
+                inter += acc[f] * acc[f]
+            y += 0.5 * (inter - sq)
+            t = labels[r]
+            if binary:
+                # log-loss on sigmoid(y), computed stably; d loss / d y = p - t
+                if y >= 0:
+                    prob = 1.0 / (1.0 + math.exp(-y))
+                    loss += math.log1p(math.exp(-y)) + (1.0 - t) * y
+                else:
+                    prob = math.exp(y) / (1.0 + math.exp(y))
+                    loss += math.log1p(math.exp(y)) - t * y
+                d = prob - t
+            else:
+                d = y - t  # squared loss / 2
+                loss += d * d
+            g0 += d
+            for j in range(a, b):
+                c = indices[j]
+                s = slot[c]
+                if s < 0:
+                    s = nt
+                    slot[c] = s
+                    touched[nt] = c
+                    gw[s] = 0.0
+                    gV[s, :] = 0.0
+                    nt += 1
+                dx = d * values[j]
+                gw[s] += dx
+                for f in range(k):
+                    gV[s, f] += dx * (acc[f] - V[c, f] * values[j])
+        scale = rescale if rescale > 0.0 else 1.0 / (stop - start)
+        bias[3] += 1.0
+        bias[0], bias[1], bias[2] = _adam(bias[0], bias[1], bias[2], scale * g0, lr[0], wd[0],
+                                          clip, eps, bias[3])
+        for s in range(nt):
+            c = touched[s]
+            slot[c] = -1
+            steps[c] += 1
+            tc = steps[c]
+            w[c], state_w[c, 0], state_w[c, 1] = _adam(w[c], state_w[c, 0], state_w[c, 1],
+                                                       scale * gw[s], lr[1], wd[1], clip, eps, tc)
+            for f in range(k):
+                V[c, f], state_V[0, c, f], state_V[1, c, f] = _adam(
+                    V[c, f], state_V[0, c, f], state_V[1, c, f], scale * gV[s, f], lr[2], wd[2],
+                    clip, eps, tc)
+    return loss
+
+
+_LARGE_VALUE = 100.0
+
+
+def _scale_warnings(indices, values):
+    """Warn about features with large raw values, which make Adam's steps unstable."""
+    large = np.abs(values) > _LARGE_VALUE
+    if not large.any():
+        return []
+    cols = np.unique(indices[large])
+    msg = (f"feature column(s) {cols[:5].tolist()} hold values up to "
+           f"{float(np.abs(values[large]).max()):.0f}; large raw values make training unstable "
+           "(test RMSE jumps between epochs): prep with DAYS_SCALE=years or unit, or lower the "
+           "learning rates")
+    log.warning(msg)
+    return [msg]
+
+
+def _init(rng, hp, group, shape):
+    method = hp[f"{group}_init_method"]
+    if method == "normal":
+        return rng.normal(0.0, hp[f"{group}_init_sigma"], shape).astype(np.float32)
+    if method == "uniform":
+        scale = hp[f"{group}_init_scale"]
+        return rng.uniform(-scale, scale, shape).astype(np.float32)
+    return np.full(shape, hp[f"{group}_init_value"], np.float32)
+
+
+def _labels(records, hp, what):
+    """The records' labels as float64, thresholded for binary_classifier; checked."""
+    if records.labels is None:
+        raise FmprepError(f"the {what} records have no labels; encode them with labels")
+    y = np.asarray(records.labels, dtype=np.float64)
+    if np.isnan(y).any():
+        raise FmprepError(f"{int(np.isnan(y).sum())} {what} records have no label; re-run "
+                          "make data")
+    if hp["predictor_type"] == "binary_classifier":
+        if hp["binary_threshold"] is not None:
+            return (y >= hp["binary_threshold"]).astype(np.float64)
+        if not np.isin(y, (0.0, 1.0)).all():
+            raise FmprepError(f"binary_classifier needs 0/1 labels but the {what} labels hold "
+                              f"{np.unique(y)[:5].tolist()}; set binary_threshold (e.g. 4: "
+                              "rating >= 4 -> 1)")
+    return y
+
+
+def _evaluate(model, records, y, binary):
+    """SageMaker-named test metrics of ``model`` on ``records`` with labels ``y``."""
+    scores = model.predict(records.indptr, records.indices, records.values).astype(np.float64)
+    if not binary:
+        return {"test:rmse": float(np.sqrt(np.mean((scores - y) ** 2)))}
+    p = np.clip(scores, 1e-15, 1 - 1e-15)
+    predicted = scores >= 0.5
+    tp = float(np.sum(predicted & (y == 1)))
+    precision = tp / max(float(predicted.sum()), 1.0)
+    recall = tp / max(float((y == 1).sum()), 1.0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {
+        "test:binary_classification_accuracy": float(np.mean(predicted == (y == 1))),
+        "test:binary_f_beta": f1,
+        "test:binary_classification_cross_entropy":
+            float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+    }
+
+
+def _csr_records(records, feature_dim, what):
+    indptr, indices, values = _csr(records.indptr, records.indices, records.values, feature_dim)
+    if indptr.size < 2:
+        raise FmprepError(f"the {what} channel has no records; re-run make data")
+    return indptr, indices, values
+
+
+def train(train_records, test_records, hyperparameters, progress=None):
+    """Train a factorization machine with mini-batch Adam.
+
+    Parameters
+    ----------
+    train_records, test_records : SparseRecords
+        CSR rows with labels, as :func:`fmprep.recordio.decode_records` returns them.
+        ``test_records`` may be None (no test metrics).
+    hyperparameters : dict
+        SageMaker FM hyperparameters plus fmprep's ``seed`` / ``binary_threshold``; see
+        :func:`validate_hyperparameters`. ``feature_dim`` defaults to the records' shape.
+    progress : callable, optional
+        Called with each epoch's metrics dict as the epoch ends.
+
+    Returns
+    -------
+    model : FMModel
+    metrics : dict
+        ``epochs`` (per epoch: ``train:loss`` -- mean squared error, or cross-entropy for
+        binary_classifier, of each row scored before its batch's update -- the test metrics and
+        seconds), ``final`` (the last epoch's test metrics), ``train_seconds``, ``rows_per_second``,
+        ``train_rows``, ``test_rows`` and ``warnings`` (e.g. a feature with large raw values).
+
+    Raises
+    ------
+    FmprepError
+        For invalid hyperparameters, records whose feature dimension differs from
+        ``feature_dim``, or labels unfit for the predictor type.
+    """
+    hp = validate_hyperparameters(hyperparameters, train_records.shape or None)
+    fdim, k = hp["feature_dim"], hp["num_factors"]
+    binary = hp["predictor_type"] == "binary_classifier"
+    if test_records is not None and test_records.shape and test_records.shape != fdim:
+        raise FmprepError(f"test records have feature_dim {test_records.shape}, train has {fdim}; "
+                          "encode both channels in one make data run")
+    indptr, indices, values = _csr_records(train_records, fdim, "train")
+    y = _labels(train_records, hp, "train")
+    if test_records is not None:
+        _csr_records(test_records, fdim, "test")
+        y_test = _labels(test_records, hp, "test")
+
+    rng = np.random.default_rng(hp["seed"])
+    bias = np.array([_init(rng, hp, "bias", 1)[0], 0.0, 0.0, 0.0])
+    w = _init(rng, hp, "linear", fdim)
+    V = _init(rng, hp, "factors", (fdim, k))
+    state_w = np.zeros((fdim, 2), np.float32)
+    state_V = np.zeros((2, fdim, k), np.float32)
+    steps = np.zeros(fdim, np.int64)
+    lr = np.array([hp[f"{g}_lr"] for g in _GROUPS])
+    wd = np.array([hp[f"{g}_wd"] for g in _GROUPS])
+    clip = hp["clip_gradient"] or 0.0
+    eps = hp["eps"] if hp["eps"] is not None else _DEFAULT_EPS
+    rescale = hp["rescale_grad"] or 0.0
+    batch = hp["mini_batch_size"]
+    n = indptr.size - 1
+    max_nnz = int(np.diff(indptr).max())
+    warnings = _scale_warnings(indices, values)
+    buf_rows = max(1, min(fdim, batch * max_nnz))
+    slot = np.full(fdim, -1, np.int64)
+    touched = np.empty(buf_rows, np.int64)
+    gw = np.empty(buf_rows, np.float64)
+    gV = np.empty((buf_rows, k), np.float64)
+    acc = np.empty(k, np.float64)
+
+    model = FMModel(bias[0], w, V, hp["predictor_type"], hp)
+    history = []
+    t_start = time.perf_counter()
+    for epoch in range(1, hp["epochs"] + 1):
+        t0 = time.perf_counter()
+        order = rng.permutation(n)
+        loss = _epoch(indptr, indices, values, y, order, batch, binary, bias, w, V, state_w,
+                      state_V, steps, lr, wd, clip, eps, rescale, slot, touched, gw, gV, acc)
+        seconds = time.perf_counter() - t0
+        if not np.isfinite(bias[0]) or not np.isfinite(loss):
+            raise FmprepError(f"training diverged in epoch {epoch} (non-finite weights); lower "
+                              "the learning rates or prep with DAYS_SCALE=years")
+        model.w0 = float(bias[0])
+        row = {"epoch": epoch, "train:loss": loss / n}
+        if test_records is not None:
+            row.update(_evaluate(model, test_records, y_test, binary))
+        row["seconds"] = seconds
+        history.append(row)
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k_}={v:.4g}" for k_, v in row.items()
+                                                  if k_ != "epoch"))
+        if progress is not None:
+            progress(row)
+    train_seconds = time.perf_counter() - t_start
+    metrics = {
+        "predictor_type": hp["predictor_type"],
+        "train_rows": n,
+        "test_rows": 0 if test_records is None else test_records.indptr.size - 1,
+        "epochs": history,
+        "final": {k_: v for k_, v in history[-1].items() if k_.startswith("test:")},
+        "train_seconds": train_seconds,
+        "rows_per_second": n * hp["epochs"] / train_seconds if train_seconds > 0 else None,
+        "warnings": warnings,
+    }
+    return model, metrics
+
+
+def read_channel(output_dir: str, manifest: dict, channel: str,
+                 storage_options: dict | None = None):
+    """Read and decode every shard of one channel listed in an OUTPUT manifest.
+
+    Returns
+    -------
+    SparseRecords
+        The shards' records concatenated in manifest order.
+    """
+    from .recordio import SparseRecords
+
+    shards = manifest.get("channels", {}).get(channel, {}).get("shards")
+    if not shards:
+        raise FmprepError(f"{output_dir} manifest lists no {channel} shards; re-run make data")
+    parts = []
+    for shard in shards:
+        url = storage.join(output_dir, *shard["file"].split("/"))
+        with storage.open_file(url, "rb", storage_options) as f:
+            data = f.read()
+        try:
+            parts.append(decode_records(data))
+        except ValueError as err:
+            raise FmprepError(f"{url}: {err}; re-run make data") from None
+    dims = {p.shape for p in parts if p.shape}
+    if len(dims) > 1:
+        raise FmprepError(f"{channel} shards disagree on feature_dim {sorted(dims)}; re-run "
+                          "make data with FORCE=1")
+    offsets = np.cumsum([0] + [p.indices.size for p in parts[:-1]])
+    indptr = np.concatenate([np.zeros(1, np.int64)]
+                            + [p.indptr[1:] + o for p, o in zip(parts, offsets)])
+    labels = None
+    if any(p.labels is not None for p in parts):
+        labels = np.concatenate([p.labels if p.labels is not None
+                                 else np.full(p.indptr.size - 1, np.nan, np.float32)
+                                 for p in parts])
+    return SparseRecords(indptr, np.concatenate([p.indices for p in parts]),
+                         np.concatenate([p.values for p in parts]), labels,
+                         dims.pop() if dims else 0)
+
+
+def train_from_output(output_dir: str, model_dir: str, hyperparameters: dict,
+                      storage_options: dict | None = None, progress=None) -> dict:
+    """Train on an OUTPUT directory of ``make data`` and save the model and its metrics.
+
+    Reads ``manifest.json`` and every train and test shard (local or URL, via fsspec), trains
+    with :func:`train`, and writes ``model.npz``, ``model.json`` and ``metrics.json`` to
+    ``model_dir``.
+
+    Parameters
+    ----------
+    output_dir : str
+        The OUTPUT directory (``manifest.json``, ``train/``, ``test/``).
+    model_dir : str
+        Where the model and metrics go (local or URL).
+    hyperparameters : dict
+        As for :func:`train`; ``feature_dim`` comes from the manifest.
+    storage_options : dict, optional
+        fsspec options for both locations.
+    progress : callable, optional
+        Called with each epoch's metrics.
+
+    Returns
+    -------
+    dict
+        The metrics written to ``metrics.json``, with ``wall_seconds`` (reading included).
+    """
+    t0 = time.perf_counter()
+    manifest = storage.read_json(storage.join(output_dir, MANIFEST), storage_options)
+    if manifest is None:
+        raise FmprepError(f"no {MANIFEST} in {output_dir}; run make data first (OUTPUT= must "
+                          "point at its output)")
+    hp = validate_hyperparameters(hyperparameters, manifest["feature_dim"])
+    train_records = read_channel(output_dir, manifest, "train", storage_options)
+    test_records = read_channel(output_dir, manifest, "test", storage_options)
+    read_seconds = time.perf_counter() - t0
+    model, metrics = train(train_records, test_records, hp, progress)
+    model.save(model_dir, storage_options)
+    metrics["read_seconds"] = read_seconds
+    metrics["wall_seconds"] = time.perf_counter() - t0
+    metrics["hyperparameters"] = hp
+    storage.write_json(storage.join(model_dir, "metrics.json"), metrics, storage_options)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# baseline
+
+
+def biases_baseline(train_records, test_records, reg: float = 5.0, sweeps: int = 10) -> float:
+    """Test RMSE of global mean + customer bias + product bias, fitted on ``train_records``.
+
+    Regularised least squares ``sum (r - mu - b_u - b_i)^2 + reg * (|b_u|^2 + |b_i|^2)``
+    solved by alternating exact updates of the user and the item biases. Rows are fmprep's FM
+    layout: the user is each row's first column, the item its second (other columns, such as
+    days_since_first, are ignored). Users or items unseen in training get bias 0.
+
+    Parameters
+    ----------
+    train_records, test_records : SparseRecords
+        Labelled rows with at least two entries each.
+    reg : float
+        L2 penalty on each bias.
+    sweeps : int
+        Alternating updates of (user biases, item biases).
+
+    Returns
+    -------
+    float
+        Root mean squared error on ``test_records``.
+    """
+    def pairs(records, what):
+        starts = records.indptr[:-1]
+        if np.any(np.diff(records.indptr) < 2):
+            raise FmprepError(f"{what} rows need a user and an item column (fmprep FM layout)")
+        return records.indices[starts], records.indices[starts + 1], \
+            np.asarray(records.labels, np.float64)
+
+    u, i, r = pairs(train_records, "train")
+    tu, ti, tr = pairs(test_records, "test")
+    dim = int(max(u.max(), i.max(), tu.max(), ti.max())) + 1
+    mu = r.mean()
+    bu = np.zeros(dim)
+    bi = np.zeros(dim)
+    nu = np.bincount(u, minlength=dim)
+    ni = np.bincount(i, minlength=dim)
+    for _ in range(sweeps):
+        bu = np.bincount(u, r - mu - bi[i], dim) / (nu + reg)
+        bi = np.bincount(i, r - mu - bu[u], dim) / (ni + reg)
+    pred = mu + bu[tu] + bi[ti]
+    return float(np.sqrt(np.mean((pred - tr) ** 2)))

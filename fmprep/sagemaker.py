@@ -1,0 +1,488 @@
+"""``BACKEND=sagemaker``: train, deploy, query and remove the built-in FM algorithm through boto3.
+
+Only boto3's ``sagemaker`` and ``sagemaker-runtime`` clients are used (DESIGN.md §3): that is the
+API both SDK generations wrap, and it runs against a moto server in tests. boto3 finds credentials,
+region and endpoint the usual way (``AWS_PROFILE``, ``AWS_ACCESS_KEY_ID`` …, ``AWS_ENDPOINT_URL``).
+
+What was created is recorded in ``OUTPUT/sagemaker.json`` beside the manifest::
+
+    {"region": …,
+     "training_job": {"name", "arn", "status", "image_uri", "instance_type", "instance_count",
+                      "hyperparameters", "model_artifact", "metrics"},
+     "endpoint": {"name", "endpoint_config", "model", "instance_type", "instance_count",
+                  "image_uri", "model_artifact", "status"}}
+
+so that ``deploy`` finds the model artifact, and ``predict`` and ``undeploy`` find the endpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from typing import Callable
+
+import boto3
+from botocore.exceptions import (BotoCoreError, ClientError, EndpointConnectionError,
+                                 NoCredentialsError, PartialCredentialsError, NoRegionError)
+
+from . import config, storage
+from .config import MANIFEST
+from .errors import FmprepError
+
+__all__ = ["deploy", "fm_image_uri", "predict", "read_record", "resolve_region", "train",
+           "undeploy"]
+
+logger = logging.getLogger("fmprep.sagemaker")
+
+RECORDIO = "application/x-recordio-protobuf"
+JSON = "application/json"
+_NO_CREDENTIALS = ("no AWS credentials found; configure them (aws configure, AWS_PROFILE, or "
+                   "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or use BACKEND=local")
+_DONE = ("Completed", "Failed", "Stopped")
+
+
+# --- small helpers ------------------------------------------------------------------------------
+
+def resolve_region(region: str | None = None) -> str:
+    """``region``, else the AWS configuration's region, else ``config.DEFAULT_REGION``."""
+    return region or boto3.session.Session().region_name or config.DEFAULT_REGION
+
+
+def fm_image_uri(region: str, override: str | None = None) -> str:
+    """The Factorization Machines container image for ``region``.
+
+    Parameters
+    ----------
+    region : str
+        AWS region, e.g. ``us-east-1``.
+    override : str, optional
+        An image URI to use instead (IMAGE_URI=), returned unchanged.
+
+    Returns
+    -------
+    str
+        ``<account>.dkr.ecr.<region>.<domain>/factorization-machines:1``.
+
+    Raises
+    ------
+    FmprepError
+        For a region without a published FM image and no override.
+    """
+    if override:
+        return override
+    account = config.FM_IMAGE_ACCOUNTS.get(region)
+    if account is None:
+        raise FmprepError(f"no Factorization Machines image is known for region {region!r}; "
+                          "pass --image-uri (IMAGE_URI=) or choose another --region (REGION=)")
+    domain = config.ECR_DOMAINS.get(region, "amazonaws.com")
+    return f"{account}.dkr.ecr.{region}.{domain}/{config.FM_IMAGE_REPOSITORY}:{config.FM_IMAGE_TAG}"
+
+
+def _clients(region: str):
+    # Fail before any request when botocore finds no credentials at all, with the fix.
+    if boto3.session.Session().get_credentials() is None:
+        raise FmprepError(_NO_CREDENTIALS)
+    try:
+        return (boto3.client("sagemaker", region_name=region),
+                boto3.client("sagemaker-runtime", region_name=region))
+    except (BotoCoreError, ValueError) as err:
+        raise FmprepError(f"cannot create SageMaker clients for region {region!r}: {err}; check "
+                          "--region (REGION=)") from None
+
+
+def _is_missing(err: ClientError) -> bool:
+    return "Could not find" in err.response.get("Error", {}).get("Message", "")
+
+
+def _call(client, operation: str, missing_ok: bool = False, **params):
+    """Call a boto3 operation; AWS and credential errors become one-line FmprepErrors.
+
+    With ``missing_ok`` a "Could not find" error returns None (deleting what is already gone).
+    """
+    try:
+        return getattr(client, operation)(**params)
+    except (NoCredentialsError, PartialCredentialsError):
+        raise FmprepError(_NO_CREDENTIALS) from None
+    except NoRegionError:
+        raise FmprepError("no AWS region configured; pass --region (REGION=)") from None
+    except EndpointConnectionError as err:
+        raise FmprepError(f"cannot reach {err.kwargs.get('endpoint_url')}; check --region, "
+                          "AWS_ENDPOINT_URL and the network") from None
+    except ClientError as err:
+        if missing_ok and _is_missing(err):
+            return None
+        info = err.response.get("Error", {})
+        message = info.get("Message", str(err))
+        if len(message) > 300:  # moto lists every instance type; keep the line readable
+            message = message[:300] + "…"
+        raise FmprepError(f"SageMaker {operation} failed: {info.get('Code', 'Error')}: "
+                          f"{message}") from None
+
+
+def _check_output(output: str) -> None:
+    if not output.startswith("s3://"):
+        raise FmprepError(f"BACKEND=sagemaker reads its data from S3 but OUTPUT is {output}; run "
+                          "make data with OUTPUT=s3://bucket/prefix (or use BACKEND=local)")
+
+
+def _check_role(role: str | None) -> None:
+    if not role or not role.startswith("arn:") or ":role/" not in role:
+        raise FmprepError(f"BACKEND=sagemaker needs an IAM role SageMaker can assume, got "
+                          f"{role!r}; pass --role (ROLE=) arn:aws:iam::<account>:role/<name>")
+
+
+def _new_name() -> str:
+    """A unique, valid SageMaker resource name (≤ 63 characters)."""
+    return "fmprep-fm-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")[:-3]
+
+
+def read_record(output: str, storage_options: dict | None = None) -> dict:
+    """The contents of ``OUTPUT/sagemaker.json`` (an empty dict when there is none)."""
+    return storage.read_json(storage.join(output, config.SAGEMAKER_RECORD), storage_options) or {}
+
+
+def _write_record(output: str, record: dict, storage_options: dict | None) -> None:
+    storage.write_json(storage.join(output, config.SAGEMAKER_RECORD), record, storage_options)
+
+
+# --- train --------------------------------------------------------------------------------------
+
+def _channel(output: str, name: str, distribution: str) -> dict:
+    return {
+        "ChannelName": name,
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                        "S3Uri": storage.join(output, name) + "/",
+                                        "S3DataDistributionType": distribution}},
+        "ContentType": RECORDIO,
+        "CompressionType": "None",
+        "RecordWrapperType": "None",  # the shards are RecordIO already; SageMaker must not wrap
+        "InputMode": "File",
+    }
+
+
+def train(output: str, role: str, hyperparameters: dict,
+          instance_type: str = config.TRAIN_INSTANCE_TYPE,
+          instance_count: int = config.TRAIN_INSTANCE_COUNT, image_uri: str | None = None,
+          job_name: str | None = None, wait: bool = True, region: str | None = None,
+          poll_seconds: float = config.SAGEMAKER_POLL_S, echo: Callable[[str], None] = print,
+          storage_options: dict | None = None) -> dict:
+    """Run a SageMaker Factorization Machines training job on OUTPUT's shards.
+
+    The train channel is ``OUTPUT/train/`` with ``ShardedByS3Key`` (each instance reads about
+    1/instance_count of the shards), the test channel ``OUTPUT/test/`` is ``FullyReplicated``;
+    both RecordIO-protobuf. The model artifact goes under ``OUTPUT/model/``.
+
+    Parameters
+    ----------
+    output : str
+        The OUTPUT directory of ``make data``; must be an ``s3://`` URL.
+    role : str
+        ARN of the IAM role the job runs as.
+    hyperparameters : dict
+        FM hyperparameters (validated with :func:`fmprep.fm.validate_hyperparameters`;
+        ``feature_dim`` comes from the manifest). Sent as strings.
+    instance_type, instance_count : str, int
+        Training instances (default: the reference's 4 × ml.c5.2xlarge).
+    image_uri : str, optional
+        Container image; default :func:`fm_image_uri` of the region.
+    job_name : str, optional
+        Default ``fmprep-fm-<UTC time>``.
+    wait : bool
+        Poll until the job ends, echoing status changes and the final metrics.
+    region : str, optional
+        See :func:`resolve_region`.
+    poll_seconds : float
+        Interval between ``describe_training_job`` calls.
+    echo : callable
+        Receives progress lines (default ``print``).
+    storage_options : dict, optional
+        fsspec options for OUTPUT.
+
+    Returns
+    -------
+    dict
+        The ``training_job`` entry written to ``OUTPUT/sagemaker.json``.
+
+    Raises
+    ------
+    FmprepError
+        For OUTPUT not on S3, a missing role or credentials, invalid hyperparameters, a rejected
+        request, or a job that ends Failed or Stopped.
+    """
+    from .fm import sagemaker_hyperparameters, validate_hyperparameters
+
+    _check_output(output)
+    _check_role(role)
+    region = resolve_region(region)
+    image = fm_image_uri(region, image_uri)
+    sm, _ = _clients(region)
+    manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
+    if manifest is None:
+        raise FmprepError(f"no {MANIFEST} in {output}; run make data with OUTPUT={output} first")
+    hp = sagemaker_hyperparameters(validate_hyperparameters(hyperparameters,
+                                                            manifest["feature_dim"]))
+    n_shards = len(manifest["channels"]["train"]["shards"])
+    if n_shards < instance_count:
+        logger.warning("%d train shards for %d instances: %d instances will get no data; "
+                       "re-run make data with TRAIN_SHARDS=%d or more", n_shards, instance_count,
+                       instance_count - n_shards, instance_count)
+    name = job_name or _new_name()
+    created = _call(
+        sm, "create_training_job", TrainingJobName=name, HyperParameters=hp,
+        AlgorithmSpecification={"TrainingImage": image, "TrainingInputMode": "File"},
+        RoleArn=role,
+        InputDataConfig=[_channel(output, "train", "ShardedByS3Key"),
+                         _channel(output, "test", "FullyReplicated")],
+        OutputDataConfig={"S3OutputPath": storage.join(output, "model") + "/"},
+        ResourceConfig={"InstanceType": instance_type, "InstanceCount": int(instance_count),
+                        "VolumeSizeInGB": config.TRAIN_VOLUME_GB},
+        StoppingCondition={"MaxRuntimeInSeconds": config.TRAIN_MAX_RUNTIME_S})
+    echo(f"training job {name} created ({instance_count} × {instance_type}, {region})")
+    job = {"name": name, "arn": created["TrainingJobArn"], "status": "InProgress",
+           "image_uri": image, "instance_type": instance_type,
+           "instance_count": int(instance_count), "hyperparameters": hp,
+           "model_artifact": None, "metrics": {}}
+    record = read_record(output, storage_options)
+    record.update(region=region, training_job=job)
+    _write_record(output, record, storage_options)  # a crash while waiting still names the job
+    if not wait:
+        return job
+
+    desc = _wait_training(sm, name, poll_seconds, echo)
+    job["status"] = desc["TrainingJobStatus"]
+    job["model_artifact"] = desc.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+    job["metrics"] = {m["MetricName"]: m["Value"] for m in desc.get("FinalMetricDataList", [])}
+    _write_record(output, record, storage_options)
+    if job["status"] != "Completed":
+        raise FmprepError(f"training job {name} {job['status']}: "
+                          f"{desc.get('FailureReason', 'no reason given')}; see its CloudWatch "
+                          "log group /aws/sagemaker/TrainingJobs")
+    for metric, value in sorted(job["metrics"].items()):
+        echo(f"  {metric} = {value:.6g}")
+    echo(f"model artifact: {job['model_artifact']}")
+    return job
+
+
+def _wait_training(sm, name: str, poll_seconds: float, echo) -> dict:
+    last = None
+    while True:
+        desc = _call(sm, "describe_training_job", TrainingJobName=name)
+        state = (desc["TrainingJobStatus"], desc.get("SecondaryStatus"))
+        if state != last:
+            transitions = desc.get("SecondaryStatusTransitions") or [{}]
+            detail = transitions[-1].get("StatusMessage", "")
+            echo(f"{name}: {state[0]} / {state[1]}" + (f" – {detail}" if detail else ""))
+            last = state
+        if state[0] in _DONE:
+            return desc
+        time.sleep(poll_seconds)
+
+
+# --- deploy / undeploy --------------------------------------------------------------------------
+
+def deploy(output: str, role: str, instance_type: str = config.ENDPOINT_INSTANCE_TYPE,
+           instance_count: int = config.ENDPOINT_INSTANCE_COUNT, image_uri: str | None = None,
+           name: str | None = None, model_artifact: str | None = None, wait: bool = True,
+           region: str | None = None, poll_seconds: float = config.SAGEMAKER_POLL_S,
+           echo: Callable[[str], None] = print, storage_options: dict | None = None) -> dict:
+    """Create a model, an endpoint config and an endpoint for the trained FM artifact.
+
+    If any step fails (or waiting for ``InService`` fails or is interrupted), whatever this call
+    created is deleted again, newest first, so no half-built endpoint keeps costing money.
+
+    Parameters
+    ----------
+    output : str
+        OUTPUT directory holding ``sagemaker.json`` from :func:`train`.
+    role : str
+        ARN of the IAM role the model runs as.
+    instance_type, instance_count : str, int
+        Endpoint instances (default: the reference's 1 × ml.m4.xlarge).
+    image_uri : str, optional
+        Container image; default :func:`fm_image_uri` of the region.
+    name : str, optional
+        Name of the model, endpoint config and endpoint; default ``fmprep-fm-<UTC time>``.
+    model_artifact : str, optional
+        ``s3://…/model.tar.gz``; default the recorded training job's artifact.
+    wait : bool
+        Poll until the endpoint is ``InService``.
+    region, poll_seconds, echo, storage_options
+        As for :func:`train`; the region defaults to the recorded one.
+
+    Returns
+    -------
+    dict
+        The ``endpoint`` entry written to ``OUTPUT/sagemaker.json``.
+
+    Raises
+    ------
+    FmprepError
+        For a missing role, credentials or trained model, an endpoint already recorded and
+        live, a rejected request, or an endpoint that ends ``Failed``.
+    """
+    _check_role(role)
+    record = read_record(output, storage_options)
+    if model_artifact is None:
+        job = record.get("training_job") or {}
+        if job.get("status") != "Completed" or not job.get("model_artifact"):
+            raise FmprepError(f"no completed training job recorded in "
+                              f"{storage.join(output, config.SAGEMAKER_RECORD)}; run train with "
+                              "BACKEND=sagemaker first")
+        model_artifact = job["model_artifact"]
+    region = resolve_region(region or record.get("region"))
+    image = fm_image_uri(region, image_uri)
+    sm, _ = _clients(region)
+    live = record.get("endpoint")
+    if live and _call(sm, "describe_endpoint", missing_ok=True, EndpointName=live["name"]):
+        raise FmprepError(f"endpoint {live['name']} is already deployed; run undeploy first")
+
+    name = name or _new_name()
+    created: list[tuple[str, str]] = []
+    try:
+        _call(sm, "create_model", ModelName=name, ExecutionRoleArn=role,
+              PrimaryContainer={"Image": image, "ModelDataUrl": model_artifact})
+        created.append(("model", name))
+        _call(sm, "create_endpoint_config", EndpointConfigName=name,
+              ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name,
+                                   "InitialInstanceCount": int(instance_count),
+                                   "InstanceType": instance_type,
+                                   "InitialVariantWeight": 1.0}])
+        created.append(("endpoint_config", name))
+        _call(sm, "create_endpoint", EndpointName=name, EndpointConfigName=name)
+        created.append(("endpoint", name))
+        echo(f"endpoint {name} created ({instance_count} × {instance_type}, {region})")
+        status = _wait_endpoint(sm, name, poll_seconds, echo) if wait else "Creating"
+    except BaseException:
+        _delete(sm, created[::-1], echo)
+        raise
+
+    endpoint = {"name": name, "endpoint_config": name, "model": name,
+                "instance_type": instance_type, "instance_count": int(instance_count),
+                "image_uri": image, "model_artifact": model_artifact, "status": status}
+    record.update(region=region, endpoint=endpoint)
+    _write_record(output, record, storage_options)
+    return endpoint
+
+
+def _wait_endpoint(sm, name: str, poll_seconds: float, echo) -> str:
+    deadline = time.monotonic() + config.ENDPOINT_WAIT_S
+    last = None
+    while True:
+        desc = _call(sm, "describe_endpoint", EndpointName=name)
+        status = desc["EndpointStatus"]
+        if status != last:
+            echo(f"{name}: {status}")
+            last = status
+        if status == "InService":
+            return status
+        if status == "Failed":
+            raise FmprepError(f"endpoint {name} failed: {desc.get('FailureReason', 'no reason')}; "
+                              "check the model artifact, image and instance type")
+        if time.monotonic() > deadline:
+            raise FmprepError(f"endpoint {name} not InService after {config.ENDPOINT_WAIT_S} s "
+                              f"(status {status}); it was deleted, try deploy again")
+        time.sleep(poll_seconds)
+
+
+_DELETE = {"endpoint": ("delete_endpoint", "EndpointName"),
+           "endpoint_config": ("delete_endpoint_config", "EndpointConfigName"),
+           "model": ("delete_model", "ModelName")}
+
+
+def _delete(sm, resources: list[tuple[str, str]], echo) -> list[tuple[str, str]]:
+    """Delete (kind, name) pairs in order; report but do not stop on a failure."""
+    deleted = []
+    for kind, name in resources:
+        operation, param = _DELETE[kind]
+        try:
+            if _call(sm, operation, missing_ok=True, **{param: name}) is not None:
+                deleted.append((kind, name))
+                echo(f"deleted {kind.replace('_', ' ')} {name}")
+        except FmprepError as err:
+            logger.error("could not delete %s %s: %s", kind, name, err)
+    return deleted
+
+
+def undeploy(output: str, name: str | None = None, region: str | None = None,
+             echo: Callable[[str], None] = print,
+             storage_options: dict | None = None) -> list[tuple[str, str]]:
+    """Delete the endpoint, its endpoint config and its model.
+
+    Parameters
+    ----------
+    output : str
+        OUTPUT directory holding ``sagemaker.json``.
+    name : str, optional
+        Endpoint to delete (with the config and model of that name) instead of the recorded one.
+    region, echo, storage_options
+        As for :func:`deploy`.
+
+    Returns
+    -------
+    list of (kind, name)
+        What was deleted; resources already gone are skipped, so undeploy can be repeated.
+
+    Raises
+    ------
+    FmprepError
+        If no endpoint is recorded and no ``name`` is given.
+    """
+    record = read_record(output, storage_options)
+    live = record.get("endpoint")
+    if name is None and not live:
+        raise FmprepError(f"nothing to undeploy: {storage.join(output, config.SAGEMAKER_RECORD)} "
+                          "records no endpoint")
+    if name is None or (live and live["name"] == name):
+        resources = [("endpoint", live["name"]), ("endpoint_config", live["endpoint_config"]),
+                     ("model", live["model"])]
+    else:
+        resources = [("endpoint", name), ("endpoint_config", name), ("model", name)]
+    sm, _ = _clients(resolve_region(region or record.get("region")))
+    deleted = _delete(sm, resources, echo)
+    if live and resources[0][1] == live["name"]:
+        record.pop("endpoint")
+        _write_record(output, record, storage_options)
+    return deleted
+
+
+# --- predict ------------------------------------------------------------------------------------
+
+def predict(endpoint_name: str, body: bytes, region: str | None = None,
+            content_type: str = JSON, accept: str = JSON) -> dict:
+    """Send one request body to an endpoint with ``invoke_endpoint``.
+
+    Parameters
+    ----------
+    endpoint_name : str
+        A deployed endpoint.
+    body : bytes
+        The request, e.g. :func:`fmprep.serve.sparse_json_body`; at most 6,291,456 bytes.
+    region : str, optional
+        See :func:`resolve_region`.
+    content_type, accept : str
+        Request and response content types (JSON by default).
+
+    Returns
+    -------
+    dict
+        The decoded JSON response, ``{"predictions": [{"score": …}, …]}``.
+
+    Raises
+    ------
+    FmprepError
+        For a body over the cap, a rejected request or a response that is not JSON.
+    """
+    if len(body) > config.INVOKE_MAX_BYTES:
+        raise FmprepError(f"request body of {len(body)} bytes exceeds InvokeEndpoint's "
+                          f"{config.INVOKE_MAX_BYTES}-byte limit; send fewer instances per call")
+    _, runtime = _clients(resolve_region(region))
+    resp = _call(runtime, "invoke_endpoint", EndpointName=endpoint_name, Body=body,
+                 ContentType=content_type, Accept=accept)
+    raw = resp["Body"].read()
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise FmprepError(f"endpoint {endpoint_name} answered {resp.get('ContentType')} that is "
+                          f"not JSON: {raw[:80]!r}") from None

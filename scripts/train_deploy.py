@@ -1,0 +1,434 @@
+#!/usr/bin/env python
+"""Train, deploy, query and remove the Factorization Machines model: the user entry point.
+
+``train | deploy | predict | undeploy`` on one of two backends:
+
+* ``local`` (default): fmprep's own FM trainer writes OUTPUT/model; ``deploy`` starts
+  ``python -m fmprep.serve`` in the background on 127.0.0.1 and records it in OUTPUT/endpoint.json.
+* ``sagemaker``: a SageMaker training job on OUTPUT's S3 shards and a SageMaker endpoint, recorded
+  in OUTPUT/sagemaker.json (see :mod:`fmprep.sagemaker`).
+
+Errors a user can fix print one line, ``train_deploy: error: …``, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pyarrow.parquet as pq
+
+from fmprep import config, storage
+from fmprep.config import MANIFEST
+from fmprep.errors import FmprepError
+
+PROG = "train_deploy"
+EPILOG = """examples:
+  # local backend: train on data/output, serve it, ask for one rating, stop the server
+  python scripts/train_deploy.py train --epochs 3 --num-factors 64
+  python scripts/train_deploy.py deploy --port 8080
+  python scripts/train_deploy.py predict --customer 10001 --product B00ABC1234 --date 2015-08-31
+  python scripts/train_deploy.py undeploy
+
+  # SageMaker: OUTPUT must be on S3 (make data OUTPUT=s3://…)
+  python scripts/train_deploy.py train --backend sagemaker --output s3://my-bucket/fm \\
+      --role arn:aws:iam::123456789012:role/SageMakerRole --hp linear_lr=0.01
+  python scripts/train_deploy.py deploy --backend sagemaker --output s3://my-bucket/fm \\
+      --role arn:aws:iam::123456789012:role/SageMakerRole
+  python scripts/train_deploy.py predict --backend sagemaker --output s3://my-bucket/fm \\
+      --customer 10001 --product B00ABC1234
+  python scripts/train_deploy.py undeploy --backend sagemaker --output s3://my-bucket/fm
+"""
+
+log = logging.getLogger(PROG)
+
+
+# --- arguments ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``scripts/train_deploy.py``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--backend", choices=("local", "sagemaker"),
+                        default=os.environ.get("BACKEND") or "local",
+                        help="where to train and serve (default: $BACKEND or local)")
+    common.add_argument("--output", default=config.DEFAULT_OUTPUT,
+                        help="OUTPUT directory of make data (default %(default)s)")
+    common.add_argument("--region", help="AWS region (default: AWS config, else "
+                                         f"{config.DEFAULT_REGION})")
+    common.add_argument("-q", "--quiet", action="store_true", help="only print results and errors")
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Train, deploy, query and undeploy the FM model, locally or on "
+        "SageMaker.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, help_, example):
+        return sub.add_parser(name, parents=[common], help=help_, description=help_,
+                              epilog=f"example:\n  {example}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def aws_options(p, what, instance_type, instance_count):
+        g = p.add_argument_group("SageMaker options")
+        g.add_argument("--role", help="IAM role ARN SageMaker assumes (required for sagemaker)")
+        g.add_argument("--instance-type", help=f"{what} instance type (default {instance_type})")
+        g.add_argument("--instance-count", type=int,
+                       help=f"{what} instances (default {instance_count})")
+        g.add_argument("--image-uri", help="FM container image (default: the region's "
+                                           "factorization-machines:1)")
+        return g
+
+    p = add("train", "train the model (local FM trainer or a SageMaker training job)",
+            "train_deploy.py train --epochs 5 --hp factors_lr=0.001")
+    p.add_argument("--model-dir", help="local backend: where the model goes (default "
+                                       "OUTPUT/model)")
+    g = p.add_argument_group("hyperparameters (SageMaker FM names; defaults in fmprep/config.py)")
+    g.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
+                   help="any FM hyperparameter, repeatable: --hp linear_lr=0.01 --hp eps=1e-8")
+    g.add_argument("--epochs", help="passes over the train channel")
+    g.add_argument("--num-factors", help="length of each factor vector")
+    g.add_argument("--predictor-type", choices=("regressor", "binary_classifier"))
+    g.add_argument("--mini-batch-size", help="rows per update")
+    g = aws_options(p, "training", config.TRAIN_INSTANCE_TYPE, config.TRAIN_INSTANCE_COUNT)
+    g.add_argument("--no-wait", action="store_true", help="start the job and return")
+
+    p = add("deploy", "serve the trained model (local HTTP server or a SageMaker endpoint)",
+            "train_deploy.py deploy --port 8080")
+    p.add_argument("--model-dir", help="local backend: model to serve (default OUTPUT/model)")
+    p.add_argument("--host", default=config.SERVE_HOST, help="local server address "
+                                                              "(default %(default)s)")
+    p.add_argument("--port", type=int, default=config.SERVE_PORT,
+                   help="local server port, 0 for any free one (default %(default)s)")
+    aws_options(p, "endpoint", config.ENDPOINT_INSTANCE_TYPE, config.ENDPOINT_INSTANCE_COUNT)
+
+    p = add("predict", "predict one customer's rating of one product",
+            "train_deploy.py predict --customer 10001 --product B00ABC1234 --date 2015-08-31")
+    p.add_argument("--customer", required=True, help="customer_id as in the source data")
+    p.add_argument("--product", required=True, help="product_id as in the source data")
+    p.add_argument("--date", help="date of the rating, YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--work", help="WORK directory with the id maps (default: the manifest's)")
+
+    add("undeploy", "stop the local server or delete the SageMaker endpoint, config and model",
+        "train_deploy.py undeploy")
+    return parser
+
+
+def hyperparameters(ns) -> dict:
+    """``--hp name=value`` pairs and the convenience flags, as strings (validated later)."""
+    hp = {}
+    for item in ns.hp:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise FmprepError(f"--hp {item!r} is not NAME=VALUE; e.g. --hp linear_lr=0.01")
+        hp[name.strip()] = value.strip()
+    for name in ("epochs", "num_factors", "predictor_type", "mini_batch_size"):
+        value = getattr(ns, name)
+        if value is not None:
+            hp[name] = value
+    return hp
+
+
+def _manifest(output: str) -> dict:
+    manifest = storage.read_json(storage.join(output, MANIFEST))
+    if manifest is None:
+        raise FmprepError(f"no {MANIFEST} in {output}; run make data first (or pass --output / "
+                          "OUTPUT=)")
+    return manifest
+
+
+# --- train --------------------------------------------------------------------------------------
+
+def cmd_train(ns) -> None:
+    from fmprep import fm
+
+    manifest = _manifest(ns.output)
+    given = hyperparameters(ns)
+    # Validate before any job starts: a typo must not cost a cluster start-up.
+    hp = fm.validate_hyperparameters(given, manifest["feature_dim"])
+    if ns.backend == "local":
+        model_dir = ns.model_dir or storage.join(ns.output, config.LOCAL_MODEL_DIR)
+        metrics = fm.train_from_output(ns.output, model_dir, hp)
+        final = ", ".join(f"{k} = {v:.4f}" for k, v in metrics["final"].items())
+        print(f"model saved to {model_dir} ({final or 'no test metrics'}, "
+              f"{metrics['wall_seconds']:.1f} s)")
+        return
+    from fmprep import sagemaker
+
+    local_only = sorted(k for k in config.FM_LOCAL_OPTIONS if k in given)
+    if local_only:
+        log.warning("not sent to SageMaker (local trainer options): %s", ", ".join(local_only))
+    sagemaker.train(ns.output, ns.role, hp,
+                    instance_type=ns.instance_type or config.TRAIN_INSTANCE_TYPE,
+                    instance_count=ns.instance_count or config.TRAIN_INSTANCE_COUNT,
+                    image_uri=ns.image_uri, wait=not ns.no_wait, region=ns.region)
+
+
+# --- deploy / undeploy (local) ------------------------------------------------------------------
+
+def _local_dir(output: str) -> str:
+    if storage.is_remote(output):
+        raise FmprepError(f"the local server keeps its state under OUTPUT, which is {output}; "
+                          "use a local OUTPUT, or --backend sagemaker")
+    return output
+
+
+def _ping(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child that already exited
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_our_server(pid: int) -> bool:
+    """Guard against a recycled pid: on Linux, check the command line names fmprep.serve."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"fmprep.serve" in f.read()
+    except FileNotFoundError:
+        return not os.path.isdir("/proc") and _alive(pid)
+
+
+def deploy_local(output: str, model_dir: str, host: str, port: int) -> dict:
+    """Start ``python -m fmprep.serve`` detached and wait until it answers ``/ping``."""
+    output = _local_dir(output)
+    record_path = os.path.join(output, config.ENDPOINT_RECORD)
+    running = storage.read_json(record_path)
+    if running and _ping(running["url"]):
+        raise FmprepError(f"a local server is already running at {running['url']} (pid "
+                          f"{running['pid']}); run undeploy first")
+    if not os.path.exists(os.path.join(model_dir, "model.json")):
+        raise FmprepError(f"no model in {model_dir}; run make train first (or pass --model-dir)")
+    log_path = os.path.join(output, config.SERVER_LOG)
+    ready = os.path.join(output, ".serve-ready.json")
+    if os.path.exists(ready):
+        os.remove(ready)
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fmprep.serve", "--model-dir", os.path.abspath(model_dir),
+             "--host", host, "--port", str(port), "--ready-file", os.path.abspath(ready)],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True)  # its own session: it outlives this command and make
+    deadline = time.monotonic() + config.SERVE_START_TIMEOUT_S
+    url = None
+    while url is None or not _ping(url):
+        if proc.poll() is not None:
+            raise FmprepError(f"the server exited with status {proc.returncode}: "
+                              f"{_last_line(log_path)} (log: {log_path})")
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise FmprepError(f"the server did not answer within {config.SERVE_START_TIMEOUT_S} "
+                              f"s; see {log_path}")
+        if url is None and os.path.exists(ready):
+            url = storage.read_json(ready)["url"]
+        time.sleep(0.1)
+    os.remove(ready)
+    record = {"backend": "local", "url": url, "pid": proc.pid,
+              "model_dir": os.path.abspath(model_dir), "log": os.path.abspath(log_path)}
+    storage.write_json(record_path, record)
+    return record
+
+
+def _last_line(path: str) -> str:
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else "(no output)"
+
+
+def undeploy_local(output: str) -> str:
+    """Stop the server recorded in OUTPUT/endpoint.json (SIGTERM) and remove the record."""
+    record_path = os.path.join(_local_dir(output), config.ENDPOINT_RECORD)
+    record = storage.read_json(record_path)
+    if record is None:
+        raise FmprepError(f"nothing to undeploy: no {record_path}")
+    pid = int(record["pid"])
+    if not _alive(pid) or not _is_our_server(pid):
+        os.remove(record_path)
+        return f"the server (pid {pid}) was not running; removed {record_path}"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise FmprepError(f"server pid {pid} did not stop within 10 s after SIGTERM; stop it "
+                              f"with kill {pid}")
+        time.sleep(0.05)
+    os.remove(record_path)
+    return f"stopped the server at {record['url']} (pid {pid})"
+
+
+def cmd_deploy(ns) -> None:
+    if ns.backend == "local":
+        model_dir = ns.model_dir or storage.join(ns.output, config.LOCAL_MODEL_DIR)
+        record = deploy_local(ns.output, model_dir, ns.host, ns.port)
+        print(f"serving {model_dir} at {record['url']} (pid {record['pid']}, log {record['log']})")
+        return
+    from fmprep import sagemaker
+
+    endpoint = sagemaker.deploy(ns.output, ns.role,
+                                instance_type=ns.instance_type or config.ENDPOINT_INSTANCE_TYPE,
+                                instance_count=ns.instance_count or config.ENDPOINT_INSTANCE_COUNT,
+                                image_uri=ns.image_uri, region=ns.region)
+    print(f"endpoint {endpoint['name']} is {endpoint['status']}")
+
+
+def cmd_undeploy(ns) -> None:
+    if ns.backend == "local":
+        print(undeploy_local(ns.output))
+        return
+    from fmprep import sagemaker
+
+    deleted = sagemaker.undeploy(ns.output, region=ns.region)
+    if not deleted:
+        print("nothing was left to delete")
+
+
+# --- predict ------------------------------------------------------------------------------------
+
+def _parts(work: str, prepared: dict, stage: str) -> list[str]:
+    return [storage.join(work, stage, p["file"]) for p in prepared["parts"][stage]]
+
+
+def _rows(urls: list[str], column: str, value: str, columns: list[str]):
+    """The rows of Parquet files where ``column == value`` (pushed down to each file)."""
+    import pyarrow as pa
+
+    tables = []
+    for url in urls:
+        with storage.open_file(url, "rb") as f:
+            tables.append(pq.read_table(f, columns=columns, filters=[(column, "==", value)]))
+    return pa.concat_tables(tables) if tables else None
+
+
+def fm_row(output: str, work: str | None, customer: str, product: str, date: dt.date):
+    """The FM feature row for (customer, product, date), from OUTPUT's manifest and WORK's maps.
+
+    Returns
+    -------
+    indices, values : list
+        Keys ``[user, item, feature_dim - 1]`` and values ``[1, 1, days_since_first]``, with days
+        since the customer's first review scaled as the training data was.
+    info : dict
+        ``feature_dim``, ``user``, ``item``, ``title``, ``first_review``, ``days``.
+    """
+    manifest = _manifest(output)
+    work = work or manifest.get("work")
+    prepared = storage.read_json(storage.join(work, MANIFEST)) if work else None
+    if prepared is None:
+        raise FmprepError(f"no finished prepare stage in WORK={work}; pass --work (WORK=) or run "
+                          "make data")
+    users = _rows(_parts(work, prepared, "users"), "customer_id", customer,
+                  ["user", "first_review"])
+    if users is None or users.num_rows == 0:
+        raise FmprepError(f"customer {customer} is not in {storage.join(work, 'users')} (never "
+                          "seen, or filtered out for too few ratings); pick another --customer "
+                          "or lower MIN_CUSTOMER_RATINGS and re-run make data")
+    items = _rows(_parts(work, prepared, "items"), "product_id", product, ["item", "product_title"])
+    if items is None or items.num_rows == 0:
+        raise FmprepError(f"product {product} is not in {storage.join(work, 'items')} (never "
+                          "seen, or filtered out for too few ratings); pick another --product "
+                          "or lower MIN_PRODUCT_RATINGS and re-run make data")
+    first = users["first_review"][0].as_py()
+    first = first.date() if isinstance(first, dt.datetime) else first
+    days = (date - first).days
+    if days < 0:
+        raise FmprepError(f"--date {date} is before customer {customer}'s first review ({first}); "
+                          "pass a later --date")
+    feature_dim = int(manifest["feature_dim"])
+    scaled = days / float(manifest["days_since_first"]["divisor"])
+    user, item = int(users["user"][0].as_py()), int(items["item"][0].as_py())
+    info = {"feature_dim": feature_dim, "user": user, "item": item,
+            "title": items["product_title"][0].as_py(), "first_review": str(first), "days": days}
+    return [user, item, feature_dim - 1], [1.0, 1.0, scaled], info
+
+
+def _post_local(url: str, body: bytes) -> dict:
+    req = urllib.request.Request(f"{url}/invocations", data=body, method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        raise FmprepError(f"the server answered {err.code}: {err.read().decode(errors='replace')}"
+                          ) from None
+    except OSError as err:
+        raise FmprepError(f"no server answering at {url} ({err}); run make deploy") from None
+
+
+def cmd_predict(ns) -> None:
+    from fmprep.serve import sparse_json_body
+
+    today = dt.datetime.now(dt.timezone.utc).date()
+    try:
+        date = dt.date.fromisoformat(ns.date) if ns.date else today
+    except ValueError:
+        raise FmprepError(f"--date {ns.date!r} is not a date; use YYYY-MM-DD") from None
+    indices, values, info = fm_row(ns.output, ns.work, ns.customer, ns.product, date)
+    body = sparse_json_body([0, len(indices)], indices, values, info["feature_dim"])
+    if ns.backend == "local":
+        record = storage.read_json(os.path.join(_local_dir(ns.output), config.ENDPOINT_RECORD))
+        if record is None:
+            raise FmprepError(f"no local server recorded in {ns.output}; run make deploy first")
+        answer = _post_local(record["url"], body)
+    else:
+        from fmprep import sagemaker
+
+        record = sagemaker.read_record(ns.output)
+        if not record.get("endpoint"):
+            raise FmprepError(f"no endpoint recorded in {ns.output}; run make deploy "
+                              "BACKEND=sagemaker first")
+        answer = sagemaker.predict(record["endpoint"]["name"], body,
+                                   region=ns.region or record.get("region"))
+    pred = answer["predictions"][0]
+    label = f", predicted_label {pred['predicted_label']}" if "predicted_label" in pred else ""
+    print(f"score {pred['score']:.4f}{label}: customer {ns.customer} (user {info['user']}), "
+          f"product {ns.product} (item {info['item']}, {info['title']!r}), {date} = "
+          f"{info['days']} days after their first review")
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+COMMANDS = {"train": cmd_train, "deploy": cmd_deploy, "predict": cmd_predict,
+            "undeploy": cmd_undeploy}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; user errors print one line and return 2."""
+    ns = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if ns.quiet else logging.INFO,
+                        format="%(name)s: %(message)s", stream=sys.stderr)
+    try:
+        COMMANDS[ns.command](ns)
+    except FmprepError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

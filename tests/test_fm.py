@@ -1,0 +1,249 @@
+"""fmprep's local Factorization Machines: hyperparameters, the model file, predictions, training."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fmprep import fm
+from fmprep.config import FM_DEFAULTS, FM_LOCAL_OPTIONS, FM_OPTIONAL, FM_REQUIRED
+from fmprep.errors import FmprepError
+from fmprep.fm import FMModel
+from fmprep.recordio import decode_records, encode_fm_rows
+
+# Learning rates that fit small data; SageMaker's defaults need far more updates (fm docstring).
+FAST = {"num_factors": 8, "epochs": 25, "mini_batch_size": 50, "bias_lr": 0.05, "bias_wd": 0,
+        "linear_lr": 0.02, "linear_wd": 1e-4, "factors_lr": 0.01, "factors_wd": 1e-4,
+        "factors_init_sigma": 0.1, "seed": 1}
+
+
+def low_rank(n_users=150, n_items=60, per_user=30, rank=3, seed=0):
+    """Ratings with biases and a strong rank-``rank`` interaction, in fmprep's FM layout.
+
+    Returns (train SparseRecords, test SparseRecords, feature_dim); the test set holds one unseen
+    (user, item) pair per user.
+    """
+    rng = np.random.default_rng(seed)
+    bu, bi = rng.normal(0, 0.4, n_users), rng.normal(0, 0.4, n_items)
+    U, V = rng.normal(0, 0.7, (n_users, rank)), rng.normal(0, 0.7, (n_items, rank))
+    items = np.array([rng.choice(n_items, per_user + 1, replace=False) for _ in range(n_users)])
+    users = np.repeat(np.arange(n_users), per_user + 1).reshape(n_users, -1)
+    score = 3.5 + bu[users] + bi[items] + np.einsum("uik,uk->ui", V[items], U) \
+        + rng.normal(0, 0.3, users.shape)
+    labels = np.clip(score, 1, 5).astype(np.float32)
+    days = rng.uniform(0, 2, users.shape).astype(np.float32)
+    feature_dim = n_users + n_items + 1
+
+    def records(sl):
+        u, i = users[:, sl].ravel(), items[:, sl].ravel() + n_users
+        return decode_records(encode_fm_rows(u, i, days[:, sl].ravel(), labels[:, sl].ravel(),
+                                             feature_dim))
+
+    return records(slice(0, per_user)), records(slice(per_user, None)), feature_dim
+
+
+def dense(indptr, indices, values, n_cols):
+    X = np.zeros((len(indptr) - 1, n_cols))
+    for r in range(len(indptr) - 1):
+        for j in range(indptr[r], indptr[r + 1]):
+            X[r, indices[j]] += values[j]
+    return X
+
+
+# --- hyperparameters ---------------------------------------------------------------------------
+
+
+def test_every_configured_name_is_validated():
+    names = set(FM_DEFAULTS) | set(FM_OPTIONAL) | set(FM_REQUIRED) | set(FM_LOCAL_OPTIONS)
+    assert set(fm.validate_hyperparameters({"feature_dim": 5})) == names
+
+
+def test_strings_are_coerced_and_defaults_filled():
+    hp = fm.validate_hyperparameters({"feature_dim": "1063", "num_factors": "64", "epochs": "2.0",
+                                      "linear_lr": "1e-3", "predictor_type": " regressor ",
+                                      "clip_gradient": "5"})
+    assert hp["feature_dim"] == 1063 and hp["num_factors"] == 64 and hp["epochs"] == 2
+    assert isinstance(hp["num_factors"], int) and hp["linear_lr"] == pytest.approx(1e-3)
+    assert hp["predictor_type"] == "regressor" and hp["clip_gradient"] == 5.0
+    assert hp["factors_wd"] == FM_DEFAULTS["factors_wd"] and hp["eps"] is None
+    assert hp["seed"] == 0 and hp["binary_threshold"] is None
+
+
+def test_feature_dim_comes_from_the_data_and_must_match():
+    assert fm.validate_hyperparameters({}, feature_dim=99)["feature_dim"] == 99
+    with pytest.raises(FmprepError, match="feature_dim=100 but the data has feature_dim 99"):
+        fm.validate_hyperparameters({"feature_dim": 100}, feature_dim=99)
+    with pytest.raises(FmprepError, match="feature_dim is required"):
+        fm.validate_hyperparameters({})
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("num_factor", 8, "unknown FM hyperparameter 'num_factor'; did you mean num_factors"),
+    ("linear_lr", "-0.1", "linear_lr='-0.1' is out of range; it must be >= 0"),
+    ("num_factors", 0, "num_factors=0 is out of range; it must be >= 1"),
+    ("epochs", "2.5", "epochs='2.5' is not an integer"),
+    ("mini_batch_size", "many", "is not an integer"),
+    ("predictor_type", "classifier", "use one of regressor, binary_classifier"),
+    ("factors_init_method", "xavier", "use one of normal, uniform, constant"),
+    ("eps", 0, "it must be > 0"),
+    ("bias_wd", "nan", "must be finite"),
+])
+def test_bad_values_are_rejected_with_one_line(name, value, message):
+    with pytest.raises(FmprepError, match=message) as err:
+        fm.validate_hyperparameters({"feature_dim": 10, name: value})
+    assert "\n" not in str(err.value)
+
+
+def test_init_methods_need_their_parameter_and_threshold_needs_a_classifier():
+    with pytest.raises(FmprepError, match="linear_init_method=uniform needs linear_init_scale"):
+        fm.validate_hyperparameters({"feature_dim": 10, "linear_init_method": "uniform"})
+    hp = fm.validate_hyperparameters({"feature_dim": 10, "bias_init_method": "constant",
+                                      "bias_init_value": "4"})
+    assert hp["bias_init_value"] == 4.0
+    with pytest.raises(FmprepError, match="binary_threshold applies only"):
+        fm.validate_hyperparameters({"feature_dim": 10, "binary_threshold": 4})
+
+
+def test_sagemaker_form_drops_local_options_and_unset_values():
+    hp = fm.validate_hyperparameters({"feature_dim": 10, "seed": 3, "eps": 1e-6})
+    sm = fm.sagemaker_hyperparameters(hp)
+    assert sm["feature_dim"] == "10" and sm["eps"] == "1e-06" and sm["num_factors"] == "256"
+    assert "seed" not in sm and "binary_threshold" not in sm and "clip_gradient" not in sm
+    assert all(isinstance(v, str) for v in sm.values())
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("predictor_type", ["regressor", "binary_classifier"])
+def test_predict_matches_the_plain_formula(predictor_type):
+    rng = np.random.default_rng(3)
+    n_cols, k = 12, 5
+    model = FMModel(0.3, rng.normal(0, 0.5, n_cols), rng.normal(0, 0.5, (n_cols, k)),
+                    predictor_type)
+    indptr = np.array([0, 3, 3, 7, 9])  # includes an empty row
+    indices = np.array([0, 4, 11, 1, 2, 3, 9, 5, 6])
+    values = rng.uniform(0.5, 2.0, indices.size).astype(np.float32)
+    X = dense(indptr, indices, values, n_cols)
+    XV = X @ model.V.astype(np.float64)
+    y = 0.3 + X @ model.w + 0.5 * (XV ** 2 - (X ** 2) @ (model.V.astype(np.float64) ** 2)).sum(1)
+    if predictor_type == "binary_classifier":
+        y = 1 / (1 + np.exp(-y))
+    got = model.predict(indptr, indices, values)
+    assert got.dtype == np.float32 and got.shape == (4,)
+    np.testing.assert_allclose(got, y, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_rejects_indices_outside_the_model():
+    model = FMModel(0.0, np.zeros(4), np.zeros((4, 2)))
+    with pytest.raises(FmprepError, match="feature index 4 is outside"):
+        model.predict([0, 1], [4], [1.0])
+
+
+def test_save_and_load_round_trip_without_pickle(tmp_path):
+    rng = np.random.default_rng(0)
+    model = FMModel(4.2, rng.normal(size=20), rng.normal(size=(20, 3)), "binary_classifier",
+                    {"feature_dim": 20, "num_factors": 3})
+    model.save(str(tmp_path))
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == ["V", "w", "w0"] and z["V"].dtype == np.float32
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["feature_dim"] == 20 and meta["num_factors"] == 3
+    assert meta["predictor_type"] == "binary_classifier" and meta["format"] == fm.MODEL_FORMAT
+    back = FMModel.load(str(tmp_path))
+    assert back.w0 == model.w0 and back.predictor_type == model.predictor_type
+    np.testing.assert_array_equal(back.V, model.V)
+    np.testing.assert_array_equal(back.predict([0, 2], [1, 7], [1.0, 1.0]),
+                                  model.predict([0, 2], [1, 7], [1.0, 1.0]))
+    with pytest.raises(FmprepError, match="no fmprep model"):
+        FMModel.load(str(tmp_path / "missing"))
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def test_training_learns_a_low_rank_problem_and_beats_the_biases_baseline():
+    train, test, feature_dim = low_rank()
+    seen = []
+    model, metrics = fm.train(train, test, FAST, progress=seen.append)
+    rmse = [e["test:rmse"] for e in metrics["epochs"]]
+    baseline = fm.biases_baseline(train, test)
+    assert len(seen) == FAST["epochs"] and model.w.shape == (feature_dim,)
+    assert rmse[-1] < 0.8 * rmse[0]
+    assert rmse[-1] < 0.9 * baseline, (rmse, baseline)
+    assert metrics["final"]["test:rmse"] == rmse[-1] and metrics["rows_per_second"] > 0
+
+
+def test_training_is_reproducible_with_a_seed():
+    train, test, _ = low_rank(n_users=40, per_user=10)
+    hp = {**FAST, "epochs": 2}
+    a, _ = fm.train(train, test, hp)
+    b, _ = fm.train(train, test, hp)
+    np.testing.assert_array_equal(a.V, b.V)
+
+
+def test_binary_classifier_metrics_are_in_range():
+    train, test, _ = low_rank()
+    hp = {**FAST, "predictor_type": "binary_classifier", "binary_threshold": 4, "epochs": 10}
+    model, metrics = fm.train(train, test, hp)
+    final = metrics["final"]
+    assert set(final) == {"test:binary_classification_accuracy", "test:binary_f_beta",
+                          "test:binary_classification_cross_entropy"}
+    assert 0.6 < final["test:binary_classification_accuracy"] <= 1
+    assert 0 < final["test:binary_f_beta"] <= 1
+    assert 0 < final["test:binary_classification_cross_entropy"] < np.log(2)
+    p = model.predict(test.indptr, test.indices, test.values)
+    assert ((p >= 0) & (p <= 1)).all()
+    with pytest.raises(FmprepError, match="set binary_threshold"):
+        fm.train(train, test, {**hp, "binary_threshold": None})
+
+
+def test_sagemaker_defaults_do_not_diverge_on_raw_days():
+    # Days up to ~6000 as in the reference prep (DAYS_SCALE=raw).
+    train, test, _ = low_rank(n_users=60, per_user=10)
+    for r in (train, test):
+        r.values[r.indices == r.shape - 1] *= 3000
+    _, metrics = fm.train(train, test, {"num_factors": 16, "epochs": 2})
+    assert np.isfinite(metrics["final"]["test:rmse"])
+    assert "DAYS_SCALE=years" in metrics["warnings"][0]
+
+
+def write_output(root, train, test, feature_dim, train_shards=3):
+    """An OUTPUT directory like make data's, with shards encoded by encode_fm_rows."""
+    manifest = {"feature_dim": feature_dim, "channels": {}}
+    for channel, records, n_shards in (("train", train, train_shards), ("test", test, 1)):
+        os.makedirs(root / channel)
+        rows = np.array_split(np.arange(records.indptr.size - 1), n_shards)
+        shards = []
+        for s, idx in enumerate(rows):
+            starts = records.indptr[idx]
+            buf = encode_fm_rows(records.indices[starts], records.indices[starts + 1],
+                                 records.values[starts + 2], records.labels[idx], feature_dim)
+            name = f"{channel}/part-{s:05d}.pbr"
+            (root / name).write_bytes(buf.tobytes())
+            shards.append({"file": name, "rows": len(idx), "bytes": buf.size})
+        manifest["channels"][channel] = {"rows": records.indptr.size - 1, "shards": shards}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_train_from_output_reads_shards_and_writes_model_and_metrics(tmp_path):
+    train, test, feature_dim = low_rank(n_users=50, per_user=10)
+    out, model_dir = tmp_path / "out", tmp_path / "model"
+    write_output(out, train, test, feature_dim)
+    hp = {**FAST, "epochs": 3}
+    metrics = fm.train_from_output(str(out), str(model_dir), {k: str(v) for k, v in hp.items()})
+    assert metrics["train_rows"] == 500 and metrics["test_rows"] == 50
+    saved = json.loads((model_dir / "metrics.json").read_text())
+    assert [e["epoch"] for e in saved["epochs"]] == [1, 2, 3]
+    assert saved["final"]["test:rmse"] == pytest.approx(metrics["final"]["test:rmse"])
+    assert saved["hyperparameters"]["feature_dim"] == feature_dim
+    model = FMModel.load(str(model_dir))
+    direct, _ = fm.train(train, test, hp)  # same rows, same order, same seed
+    np.testing.assert_allclose(model.V, direct.V, rtol=1e-6)
+    with pytest.raises(FmprepError, match="but the data has feature_dim"):
+        fm.train_from_output(str(out), str(model_dir), {"feature_dim": feature_dim + 1})
+    with pytest.raises(FmprepError, match="run make data first"):
+        fm.train_from_output(str(tmp_path / "nowhere"), str(model_dir), {})
