@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 
-from . import config
+from . import config, progress
 from .config import PrepSettings
 from .errors import FmprepError
 
@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name, help_, example):
         p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("-q", "--quiet", action="store_true", help="only print errors")
+        # SUPPRESS: without it the subcommand's default would undo `fmprep -q data …`.
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="only print errors")
         return p
 
     p = add("sample", "write a generated review TSV.gz in the Amazon Customer Reviews layout",
@@ -119,7 +121,8 @@ def run(ns) -> int:
     with dask_client(ns.scheduler):
         if ns.command == "data":
             manifest = pipeline.run_data(ns.source, ns.work, ns.output, _settings(ns),
-                                         force=ns.force)
+                                         force=ns.force,
+                                         show_progress=progress.enabled(ns.quiet))
             _summary(manifest, ns.output)
         elif ns.command == "ingest":
             from . import ingest, storage

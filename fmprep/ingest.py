@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from dask.utils import parse_bytes
 from isal import igzip
 
-from . import storage
+from . import progress, storage
 from .config import (MANIFEST, MANIFEST_FORMAT, REJECTS_SAMPLE, REJECTS_SAMPLE_SIZE,
                      TSV_COLUMNS, USED_COLUMNS)
 from .errors import FmprepError
@@ -247,7 +247,7 @@ def _ingest_stream(url, index, out_dir, part_size, block_size, storage_options) 
     # is one parse block of source, so parts are rolled by counting batches instead.
     batches_per_part = max(1, part_size // block_size)
     parts, writer, part_file, part_rows, part_batches = [], None, None, 0, 0
-    rows_valid = 0
+    rows_valid, read_so_far = 0, 0
     try:
         _check_header(url, stream)
         counter = _CountingReader(stream)
@@ -265,7 +265,11 @@ def _ingest_stream(url, index, out_dir, part_size, block_size, storage_options) 
             try:
                 batch = reader.read_next_batch()
             except StopIteration:
+                progress.report_bytes(raw.tell() - read_so_far)
                 break
+            position = raw.tell()
+            progress.report_bytes(position - read_so_far)
+            read_so_far = position
             table = clean_batch(batch, rejects)
             if table.num_rows == 0:
                 continue

@@ -15,7 +15,7 @@ import time
 from . import encode as encode_stage
 from . import ingest as ingest_stage
 from . import prepare as prepare_stage
-from . import storage
+from . import progress, storage
 from .config import MANIFEST, PrepSettings
 from .errors import FmprepError
 
@@ -48,7 +48,8 @@ def _done(url: str, key: str, storage_options) -> dict | None:
 
 
 def run_data(source: str, work: str, output: str, settings: PrepSettings,
-             storage_options: dict | None = None, force: bool = False) -> dict:
+             storage_options: dict | None = None, force: bool = False,
+             show_progress: bool = False) -> dict:
     """Run every prep stage that is not already done for these inputs and settings.
 
     Parameters
@@ -63,6 +64,8 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
         fsspec options.
     force : bool
         Rerun every stage even if its manifest matches.
+    show_progress : bool
+        Draw progress bars on stderr (the CLI sets it for terminals).
 
     Returns
     -------
@@ -79,8 +82,10 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
     t0 = time.perf_counter()
     if ingested is None:
         log.info("ingest: %d file(s) → %s", len(sources), storage.join(work, "reviews"))
-        ingested = ingest_stage.ingest(sources, work, settings.part_size, storage_options,
-                                       key=ingest_key)
+        total = sum(f["size"] or 0 for f in fingerprints)
+        with progress.ingest_bytes(total, show_progress):
+            ingested = ingest_stage.ingest(sources, work, settings.part_size, storage_options,
+                                           key=ingest_key)
         t = ingested["totals"]
         log.info("ingest: %d rows read, %d rejected (%.1f s)", t["rows_read"],
                  t["rows_rejected"], time.perf_counter() - t0)
@@ -93,7 +98,8 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
     t0 = time.perf_counter()
     if prepared is None:
         log.info("prepare: dedupe, filter, ids, split")
-        prepared = prepare_stage.prepare(work, settings, storage_options, key=prepare_key)
+        with progress.dask_tasks(show_progress):
+            prepared = prepare_stage.prepare(work, settings, storage_options, key=prepare_key)
         c = prepared["counts"]
         log.info("prepare: %d users, %d items, %d train / %d test rows (%.1f s)",
                  prepared["num_users"], prepared["num_items"], c["train_rows"], c["test_rows"],
@@ -110,7 +116,8 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
         extra = {"key": encode_key, "sources": fingerprints,
                  "ingest": {**ingested["totals"],
                             "rejects_samples": storage.join(work, "reviews", "*-rejects.jsonl")}}
-        encoded = encode_stage.encode(work, output, storage_options, extra=extra)
+        with progress.dask_tasks(show_progress):
+            encoded = encode_stage.encode(work, output, storage_options, extra=extra)
         log.info("encode: %d train shards, %d test shards → %s (%.1f s)",
                  len(encoded["channels"]["train"]["shards"]),
                  len(encoded["channels"]["test"]["shards"]), output, time.perf_counter() - t0)
