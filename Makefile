@@ -23,12 +23,13 @@ PREP_ARGS = $(call opt,MIN_CUSTOMER_RATINGS,--min-customer-ratings) \
             $(call opt,PART_SIZE,--part-size) $(call opt,SCHEDULER,--scheduler) \
             $(if $(FORCE),--force) $(if $(QUIET),--quiet)
 
-.PHONY: help env sample data test bench clean
+.PHONY: help env sample data report test bench clean
 
 help: ## list every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: SOURCE WORK OUTPUT MIN_CUSTOMER_RATINGS MIN_PRODUCT_RATINGS FILTER_MODE"
 	@echo "             TRAIN_SHARDS TEST_SHARDS DAYS_SCALE PART_SIZE SCHEDULER FORCE QUIET ROWS SEED"
+	@echo "  bench:      BENCH_SIZES SKIP_REFERENCE_ABOVE"
 	@echo "  train/serve: BACKEND ROLE REGION INSTANCE_TYPE INSTANCE_COUNT IMAGE_URI EPOCHS NUM_FACTORS"
 	@echo "             PREDICTOR_TYPE MINI_BATCH_SIZE HP PORT CUSTOMER PRODUCT DATE"
 
@@ -48,6 +49,9 @@ sample: $(STAMP) ## write a generated review file: make sample ROWS=2000000 OUT=
 
 data: $(STAMP) $(if $(filter $(SAMPLE),$(SOURCE)),$(SAMPLE)) ## SOURCE → WORK (Parquet, id maps) → OUTPUT (RecordIO shards, manifest.json)
 	$(PY) -m fmprep data --source '$(SOURCE)' --work '$(WORK)' --output '$(OUTPUT)' $(PREP_ARGS)
+
+report: $(STAMP) ## OUTPUT/report/index.html: rows funnel, rating distributions, cold start, learning curve
+	$(PY) -m fmprep report --output '$(OUTPUT)' $(if $(filter command line environment,$(origin WORK)),--work '$(WORK)') $(call opt,SCHEDULER,--scheduler) $(if $(QUIET),--quiet)
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q
@@ -82,10 +86,10 @@ predict: $(STAMP) ## predict one rating: make predict CUSTOMER=… PRODUCT=… [
 undeploy: $(STAMP) ## stop the local server, or delete the SageMaker endpoint, its config and model
 	$(TD) undeploy $(TD_ARGS)
 
-BENCH_ROWS ?= 2000000
-bench: $(STAMP) ## encoder vs the SageMaker SDK writer; make data on BENCH_ROWS generated rows
+BENCH_SIZES ?= 100000,1000000,4000000
+bench: $(STAMP) ## encoder vs SDK writer; make data vs the pandas reference and the machine floor at BENCH_SIZES rows
 	$(PY) benchmarks/bench_encoder.py
-	$(PY) benchmarks/bench_data.py --rows $(BENCH_ROWS) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+	$(PY) benchmarks/bench_scale.py --rows $(BENCH_SIZES) $(call opt,SKIP_REFERENCE_ABOVE,--skip-reference-above)
 
 clean: ## stop a local server, remove data/work and data/output (keeps the sample and .venv)
 	@if [ -f data/output/endpoint.json ]; then $(PY) scripts/train_deploy.py undeploy --output data/output; fi

@@ -102,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "else threads)")
         if name == "data":
             p.add_argument("--force", action="store_true", help="rerun every stage")
+    p = add("report", "write OUTPUT/report/index.html: rows funnel, distributions, cold start, "
+            "model metrics", "fmprep report --output data/output")
+    p.add_argument("--output", default=config.DEFAULT_OUTPUT,
+                   help="output directory, local or s3:// (default %(default)s)")
+    p.add_argument("--work", default=None,
+                   help="WORK directory (default: the one in OUTPUT/manifest.json)")
+    p.add_argument("--refresh", action="store_true",
+                   help="re-read WORK even if report/stats.json is current")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler, as for data")
     return parser
 
 
@@ -135,6 +144,10 @@ def run(ns) -> int:
 
             pipeline.validate_settings(_settings(ns))
             prepare.prepare(ns.work, _settings(ns))
+        elif ns.command == "report":
+            from .report import write_report
+
+            print(write_report(ns.output, work=ns.work, refresh=ns.refresh))
         elif ns.command == "encode":
             from . import encode
 

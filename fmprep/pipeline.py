@@ -123,4 +123,7 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
                  len(encoded["channels"]["test"]["shards"]), output, time.perf_counter() - t0)
     else:
         log.info("encode: up to date")
+    from .report import write_report
+
+    log.info("report: %s", write_report(output, storage_options, work=work))
     return encoded

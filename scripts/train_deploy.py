@@ -159,16 +159,24 @@ def cmd_train(ns) -> None:
         final = ", ".join(f"{k} = {v:.4f}" for k, v in metrics["final"].items())
         print(f"model saved to {model_dir} ({final or 'no test metrics'}, "
               f"{metrics['wall_seconds']:.1f} s)")
-        return
-    from fmprep import sagemaker
+    else:
+        from fmprep import sagemaker
 
-    local_only = sorted(k for k in config.FM_LOCAL_OPTIONS if k in given)
-    if local_only:
-        log.warning("not sent to SageMaker (local trainer options): %s", ", ".join(local_only))
-    sagemaker.train(ns.output, ns.role, hp,
-                    instance_type=ns.instance_type or config.TRAIN_INSTANCE_TYPE,
-                    instance_count=ns.instance_count or config.TRAIN_INSTANCE_COUNT,
-                    image_uri=ns.image_uri, wait=not ns.no_wait, region=ns.region)
+        local_only = sorted(k for k in config.FM_LOCAL_OPTIONS if k in given)
+        if local_only:
+            log.warning("not sent to SageMaker (local trainer options): %s",
+                        ", ".join(local_only))
+        sagemaker.train(ns.output, ns.role, hp,
+                        instance_type=ns.instance_type or config.TRAIN_INSTANCE_TYPE,
+                        instance_count=ns.instance_count or config.TRAIN_INSTANCE_COUNT,
+                        image_uri=ns.image_uri, wait=not ns.no_wait, region=ns.region)
+    # The report gains the learning curve (local) or the job's final metrics (SageMaker).
+    from fmprep.report import write_report
+
+    try:
+        print(f"report: {write_report(ns.output, model_dir=ns.model_dir)}")
+    except FmprepError as err:
+        log.warning("report not refreshed: %s", err)
 
 
 # --- deploy / undeploy (local) ------------------------------------------------------------------

@@ -1,0 +1,436 @@
+"""fmprep against the reference notebook workflow and the machine's floor, at several sizes.
+
+For each size in ``--rows`` the generated file ``DIR/reviews_<rows>.tsv.gz`` is made if missing
+(the same name bench_data.py uses), then each tool runs in its own child process, one after
+the other, so that wall time and peak memory are per run:
+
+==============  ==============================================================================
+floor           benchmarks/floor.py: ISA-L / zlib decompression alone, and ISA-L + Arrow parse
+                of the used columns with fmprep's parse options (the single-thread run is the
+                floor that ``ratio to floor`` divides by)
+reference       benchmarks/reference_workflow.py: the pandas notebook (DESIGN.md §2)
+threads         ``python -m fmprep data --force --scheduler threads``
+local           the same with ``--scheduler local`` (a LocalCluster, one process per core)
+dask-1w/dask-2w the same against ``dask scheduler`` + ``dask worker --nworkers 1|2 --nthreads 1``
+                on 127.0.0.1 (benchmarks/dask_cluster_run.py), cluster start-up not timed
+==============  ==============================================================================
+
+Peak memory is sampled every 50 ms over the child's whole process tree (bench_data.py's
+sampler): ``total`` is the largest sum over the tree, ``largest`` the largest single process.
+fmprep's per-stage times come from its ``fmprep: <stage>: … (N s)`` log lines. The reference's
+wall time leaves out what it spends outside the workflow (a failed first read, diagnostics).
+
+Prints one Markdown table and the goals (reported, not asserted): fmprep >= 5x faster than the
+reference at the largest size, within 2x of the floor there, and peak memory flat as rows grow.
+Writes everything as JSON to ``--out``. Timings on a shared 2-core machine are noisy: compare
+rows of one run, not runs of different days.
+
+Usage::
+
+    python benchmarks/bench_scale.py [--rows 100000,1000000,4000000] [--quick]
+        [--skip-reference-above N] [--tools floor,reference,threads,local,dask-1w,dask-2w]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_data import peak_rss_of_tree  # noqa: E402  (benchmarks/ is not a package)
+
+TOOLS = ("floor", "reference", "threads", "local", "dask-1w", "dask-2w")
+FMPREP_TOOLS = ("threads", "local", "dask-1w", "dask-2w")
+LABELS = {"floor": "floor (1 thread)", "reference": "reference (pandas)",
+          "threads": "fmprep threads", "local": "fmprep local (2 proc)",
+          "dask-1w": "fmprep dask 1 worker", "dask-2w": "fmprep dask 2 workers"}
+DEFAULT_ROWS = "100000,1000000,4000000"
+QUICK_ROWS = "20000,100000"
+GOAL_SPEEDUP = 5.0
+GOAL_FLOOR_RATIO = 2.0
+GOAL_FLAT = 1.25  # peak at the largest size / peak at the next size down, at most
+STAGE_LINE = re.compile(r"^fmprep: (ingest|prepare|encode): .*\((\d+(?:\.\d+)?) s\)\s*$")
+INGEST_LINE = re.compile(r"^fmprep: ingest: (\d+) rows read, (\d+) rejected")
+PREPARE_LINE = re.compile(r"^fmprep: prepare: (\d+) users, (\d+) items, (\d+) train / (\d+) test")
+MIB = 2 ** 20
+
+
+# --- child processes --------------------------------------------------------------------------
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL, the process group led by ``proc`` until nothing is left in it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        proc.poll()  # reap the leader first: a zombie would keep the group alive
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            proc.poll()
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
+def run_child(cmd: list[str], log_path: str, timeout: float) -> dict:
+    """Run ``cmd`` in its own process group; measure wall time and peak RSS of its tree.
+
+    Parameters
+    ----------
+    cmd : list of str
+        The command.
+    log_path : str
+        Its stderr goes here.
+    timeout : float
+        Seconds before the whole group is killed.
+
+    Returns
+    -------
+    dict
+        ``wall_s``, ``returncode`` (or ``"timeout"``), ``stdout`` (text), ``stderr`` (text),
+        ``peak_total_mib`` and ``peak_largest_mib``.
+    """
+    env = dict(os.environ, SAGEMAKER_SUPPRESS_V2_WARNING="1", PYTHONUNBUFFERED="1")
+    env.pop("DASK_SCHEDULER_ADDRESS", None)  # every fmprep run names its scheduler
+    peak, stop = {}, threading.Event()
+    with open(log_path, "wb") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env,
+                                start_new_session=True)
+        watcher = threading.Thread(target=peak_rss_of_tree, args=(proc.pid, stop, peak),
+                                   daemon=True)
+        watcher.start()
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            code = proc.returncode
+        except subprocess.TimeoutExpired:
+            out, code = b"", "timeout"
+        finally:
+            wall = time.perf_counter() - t0
+            stop.set()
+            _kill_group(proc)
+            watcher.join(timeout=5)
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        err = f.read()
+    return {"wall_s": wall, "returncode": code, "stdout": out.decode("utf-8", "replace"),
+            "stderr": err, "peak_total_mib": peak["total"] / MIB if peak else None,
+            "peak_largest_mib": peak["largest"] / MIB if peak else None}
+
+
+def _rounded(obj):
+    """Floats to 3 decimals, recursively, for a readable JSON file."""
+    if isinstance(obj, float):
+        return round(obj, 3)
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v) for v in obj]
+    return obj
+
+
+def _last_json(text: str) -> dict | None:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+def _fmprep_log(stderr: str) -> dict:
+    """Per-stage seconds and row counts from fmprep's log lines."""
+    stages, counts = {}, {}
+    for line in stderr.splitlines():
+        if m := STAGE_LINE.match(line):
+            stages[m.group(1)] = float(m.group(2))
+        if m := INGEST_LINE.match(line):
+            counts["rows_read"], counts["rows_rejected"] = int(m.group(1)), int(m.group(2))
+        if m := PREPARE_LINE.match(line):
+            counts.update(zip(("users", "items", "train_rows", "test_rows"),
+                              map(int, m.groups())))
+    return {"stages": stages, "counts": counts}
+
+
+def _tail(text: str, n: int = 5) -> str:
+    return " | ".join(text.strip().splitlines()[-n:])
+
+
+# --- one size ---------------------------------------------------------------------------------
+def ensure_source(directory: str, rows: int, seed: int) -> str:
+    """The generated file for ``rows``, made once and kept."""
+    # Seed 42 files share bench_data.py's names, so either script reuses the other's file.
+    suffix = "" if seed == 42 else f"_seed{seed}"
+    path = os.path.join(directory, f"reviews_{rows}{suffix}.tsv.gz")
+    if not os.path.exists(path):
+        print(f"[bench] generating {path}", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "fmprep", "-q", "sample", "--rows", str(rows),
+                        "--seed", str(seed), "--out", path], check=True)
+    return path
+
+
+def run_tool(tool: str, source: str, rows: int, scratch: str, timeout: float) -> dict:
+    """Run one tool on ``source`` and return its result row (see :func:`main`)."""
+    work, output = os.path.join(scratch, "work"), os.path.join(scratch, "output")
+    fmprep = [sys.executable, "-m", "fmprep", "data", "--source", source, "--work", work,
+              "--output", output, "--force"]
+    cluster_dir = os.path.join(scratch, "cluster")
+    if tool == "floor":
+        cmd = [sys.executable, os.path.join(HERE, "floor.py"), source, "--json"]
+    elif tool == "reference":
+        cmd = [sys.executable, os.path.join(HERE, "reference_workflow.py"), source, "--out",
+               os.path.join(scratch, "reference"), "--rows-in-file", str(rows), "--json"]
+    elif tool in ("threads", "local"):
+        cmd = fmprep + ["--scheduler", tool]
+    else:
+        workers = tool.split("-")[1].rstrip("w")
+        cmd = [sys.executable, os.path.join(HERE, "dask_cluster_run.py"), "--workers", workers,
+               "--dir", cluster_dir, "--timeout", str(timeout), "--"] + fmprep + [
+               "--scheduler", os.path.join(cluster_dir, "scheduler.json")]
+    res = run_child(cmd, os.path.join(scratch, f"{tool}.log"), timeout + 120)
+    row = {"rows": rows, "tool": tool, "label": LABELS[tool], "ok": res["returncode"] == 0,
+           "wall_s": res["wall_s"], "stages": {}, "peak_total_mib": res["peak_total_mib"],
+           "peak_largest_mib": res["peak_largest_mib"], "process_wall_s": res["wall_s"],
+           "details": {}, "command": cmd}
+    report = _last_json(res["stdout"])
+    if not row["ok"]:
+        row["error"] = f"exit status {res['returncode']}: {_tail(res['stderr'])}"
+    elif report is None and tool in ("floor", "reference", "dask-1w", "dask-2w"):
+        row["ok"], row["error"] = False, f"no JSON report on stdout: {_tail(res['stderr'])}"
+    if tool == "floor" and report:
+        row["wall_s"] = report["floor_s"]
+        row["stages"] = {k: v["seconds"] for k, v in report["stages"].items()}
+        row["details"] = report
+    elif tool == "reference" and report:
+        # The failed first read and the diagnostics are not the workflow: leave them out.
+        row["wall_s"] = res["wall_s"] - report["excluded_s"]
+        row["stages"] = report["stages"]
+        row["details"] = {k: v for k, v in report.items() if k not in ("stages", "tool")}
+    elif tool in FMPREP_TOOLS:
+        parsed = _fmprep_log(res["stderr"])
+        row["stages"], row["details"] = parsed["stages"], parsed["counts"]
+        if tool.startswith("dask-") and report:
+            row["wall_s"] = report["wall_s"]  # the fmprep command, without cluster start-up
+            row["details"]["cluster_startup_s"] = report["startup_s"]
+    row["rows_per_s"] = rows / row["wall_s"] if row["ok"] and row["wall_s"] > 0 else None
+    if tool != "floor":
+        # The stages' own time, without interpreter start, imports and Dask set-up.
+        row["stages_total_s"] = round(sum(row["stages"].values()), 3)
+    return row
+
+
+# --- the table and the goals ------------------------------------------------------------------
+STAGE_SHORT = {"decompress_isal": "isal", "decompress_zlib": "zlib", "parse_1thread": "parse",
+               "parse_threads": "parse-mt", "filter_ids": "filter+ids"}
+
+
+def _compare(rows: list[dict]) -> None:
+    """Add speedup vs the reference and ratio to the floor, size by size."""
+    by = {(r["rows"], r["tool"]): r for r in rows if r["ok"]}
+    for r in rows:
+        ref, floor = by.get((r["rows"], "reference")), by.get((r["rows"], "floor"))
+        r["speedup_vs_reference"] = (ref["wall_s"] / r["wall_s"]
+                                     if r["ok"] and ref and r["wall_s"] > 0 else None)
+        r["ratio_to_floor"] = (r["wall_s"] / floor["wall_s"]
+                               if r["ok"] and floor and floor["wall_s"] > 0 else None)
+
+
+def _fmt(v, spec: str, suffix: str = "") -> str:
+    return "–" if v is None else format(v, spec) + suffix
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One Markdown table of every run."""
+    head = ("| rows | tool | wall s | per-stage s | peak MiB (tree / largest) | rows/s "
+            "| speedup vs reference | ratio to floor |")
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        stages = " · ".join(f"{STAGE_SHORT.get(k, k)} {v:.2f}" for k, v in r["stages"].items())
+        if not r["ok"]:
+            stages = f"FAILED ({r.get('error', '')[:80]})"
+        lines.append(
+            f"| {r['rows']:,} | {r['label']} | {_fmt(r['wall_s'] if r['ok'] else None, '.2f')} "
+            f"| {stages} | {_fmt(r['peak_total_mib'], ',.0f')} / "
+            f"{_fmt(r['peak_largest_mib'], ',.0f')} "
+            f"| {_fmt(r['rows_per_s'], ',.0f')} | {_fmt(r['speedup_vs_reference'], '.1f', '×')} "
+            f"| {_fmt(r['ratio_to_floor'], '.1f', '×')} |")
+    return "\n".join(lines)
+
+
+def goals(rows: list[dict]) -> dict:
+    """Each goal per fmprep variant, measured at the largest size where it can be."""
+    ok = [r for r in rows if r["ok"]]
+    out = {"speedup_vs_reference": [], "ratio_to_floor": [], "peak_memory_flat": []}
+    for tool in FMPREP_TOOLS:
+        mine = sorted((r for r in ok if r["tool"] == tool), key=lambda r: r["rows"])
+        with_ref = [r for r in mine if r["speedup_vs_reference"] is not None]
+        if with_ref:
+            r = with_ref[-1]
+            out["speedup_vs_reference"].append({
+                "tool": tool, "rows": r["rows"], "value": round(r["speedup_vs_reference"], 2),
+                "goal": f">= {GOAL_SPEEDUP}x", "met": r["speedup_vs_reference"] >= GOAL_SPEEDUP})
+        with_floor = [r for r in mine if r["ratio_to_floor"] is not None]
+        if with_floor:
+            r = with_floor[-1]
+            floor_s = r["wall_s"] / r["ratio_to_floor"]
+            out["ratio_to_floor"].append({
+                "tool": tool, "rows": r["rows"], "value": round(r["ratio_to_floor"], 2),
+                "stages_only": round(r["stages_total_s"] / floor_s, 2),
+                "goal": f"<= {GOAL_FLOOR_RATIO}x", "met": r["ratio_to_floor"] <= GOAL_FLOOR_RATIO})
+    for tool in ("reference",) + FMPREP_TOOLS:
+        mine = sorted((r for r in ok if r["tool"] == tool), key=lambda r: r["rows"])
+        if len(mine) >= 2:
+            a, b = mine[-2], mine[-1]
+            if not (a["peak_total_mib"] and b["peak_total_mib"]):
+                continue
+            growth = b["peak_total_mib"] / a["peak_total_mib"]
+            slope = (b["peak_total_mib"] - a["peak_total_mib"]) / ((b["rows"] - a["rows"]) / 1e6)
+            out["peak_memory_flat"].append({
+                "tool": tool, "rows": [a["rows"], b["rows"]],
+                "peak_mib": [round(a["peak_total_mib"]), round(b["peak_total_mib"])],
+                "value": round(growth, 2),
+                "mib_per_million_rows": round(slope, 1), "goal": f"<= {GOAL_FLAT}x",
+                "met": growth <= GOAL_FLAT})
+    return out
+
+
+def goals_text(g: dict) -> str:
+    """The goals as Markdown bullet lines."""
+    def verdict(x):
+        return "met" if x["met"] else "NOT met"
+
+    lines = []
+    for x in g["speedup_vs_reference"]:
+        lines.append(f"- {LABELS[x['tool']]}: {x['value']:.1f}× faster than the reference at "
+                     f"{x['rows']:,} rows (goal ≥ {GOAL_SPEEDUP:g}×): {verdict(x)}")
+    for x in g["ratio_to_floor"]:
+        lines.append(f"- {LABELS[x['tool']]}: {x['value']:.1f}× the single-thread decompress+"
+                     f"parse floor at {x['rows']:,} rows ({x['stages_only']:.1f}× counting its "
+                     f"stages only; goal ≤ {GOAL_FLOOR_RATIO:g}×): {verdict(x)}")
+    for x in g["peak_memory_flat"]:
+        lines.append(f"- {LABELS[x['tool']]}: peak {x['peak_mib'][0]:,} → {x['peak_mib'][1]:,} "
+                     f"MiB from {x['rows'][0]:,} to {x['rows'][1]:,} rows ({x['value']}×, "
+                     f"{x['mib_per_million_rows']:+,.0f} MiB per M rows; flat = ≤ "
+                     f"{GOAL_FLAT:g}×): {verdict(x)}")
+    return "\n".join(lines)
+
+
+def notes_text(rows: list[dict]) -> str:
+    """What the reference lost to quote handling, next to what fmprep rejected."""
+    lines = []
+    fm = {r["rows"]: r for r in rows if r["tool"] == "threads" and r["ok"]}
+    for r in rows:
+        if r["tool"] != "reference" or not r["ok"]:
+            continue
+        d = r["details"]
+        text = (f"- {r['rows']:,} rows: pandas (quoting {d['quoting']}) kept "
+                f"{d['rows_kept_by_pandas']:,}, lost {d['rows_lost']:,} ({d['rows_lost_pct']} %), "
+                f"{d['rows_merged']:,} kept rows hold merged lines, {d['rows_unusable']:,} "
+                f"unusable; {d['users']:,} users / {d['items']:,} items")
+        if d.get("read_error"):
+            text += f"; default quoting raised: {d['read_error']}"
+        f = fm.get(r["rows"])
+        if f and "rows_rejected" in f["details"]:
+            c = f["details"]
+            text += (f". fmprep: {c['rows_rejected']:,} rejected (counted), "
+                     f"{c.get('users', 0):,} users / {c.get('items', 0):,} items")
+        lines.append(text)
+    return "\n".join(lines)
+
+
+# --- main -------------------------------------------------------------------------------------
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s.replace("_", "")) for s in text.split(",") if s.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1000:
+        raise SystemExit(f"--rows must be a comma-separated list of sizes >= 1000, got {text!r}")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default=DEFAULT_ROWS,
+                        help="comma-separated file sizes in rows (default %(default)s)")
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: --rows {QUICK_ROWS}")
+    parser.add_argument("--dir", default="data/bench",
+                        help="generated files and scratch space (default %(default)s)")
+    parser.add_argument("--out", default=None,
+                        help="JSON results (default DIR/results.json)")
+    parser.add_argument("--tools", default=",".join(TOOLS),
+                        help="comma-separated subset of %(default)s")
+    parser.add_argument("--skip-reference-above", type=int, default=None, metavar="N",
+                        help="do not run the reference on files of more than N rows "
+                             "(default: run it at every size)")
+    parser.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
+    parser.add_argument("--timeout", type=float, default=3600.0,
+                        help="seconds one run may take before it is killed (default 3600)")
+    args = parser.parse_args(argv)
+    sizes = _sizes(QUICK_ROWS if args.quick else args.rows)
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    if unknown := sorted(set(tools) - set(TOOLS)):
+        parser.error(f"unknown tools {unknown}; choose from {', '.join(TOOLS)}")
+    tools = [t for t in TOOLS if t in tools]  # floor first: it also warms the page cache
+    out_path = args.out or os.path.join(args.dir, "results.json")
+
+    results = []
+    for rows in sizes:
+        source = ensure_source(args.dir, rows, args.seed)
+        scratch = os.path.join(args.dir, "scale", str(rows))
+        os.makedirs(scratch, exist_ok=True)
+        for tool in tools:
+            if (tool == "reference" and args.skip_reference_above is not None
+                    and rows > args.skip_reference_above):
+                continue
+            print(f"[bench] {rows:,} rows: {LABELS[tool]} …", file=sys.stderr, flush=True)
+            row = run_tool(tool, source, rows, scratch, args.timeout)
+            status = f"{row['wall_s']:.2f} s" if row["ok"] else row.get("error", "failed")
+            print(f"[bench]   {status}, peak {_fmt(row['peak_total_mib'], ',.0f')} MiB",
+                  file=sys.stderr, flush=True)
+            results.append(row)
+
+    _compare(results)
+    g = goals(results)
+    table, goal_lines, notes = markdown_table(results), goals_text(g), notes_text(results)
+    mem = psutil.virtual_memory().total
+    print(f"\n{table}\n\nGoals (reported, not asserted):\n{goal_lines}")
+    if notes:
+        print(f"\nReference vs fmprep on the same files:\n{notes}")
+    doc = {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "memory_gib": round(mem / 2 ** 30, 1),
+                    "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average": os.getloadavg()},
+        "settings": {"rows": sizes, "tools": tools, "dir": args.dir, "seed": args.seed,
+                     "skip_reference_above": args.skip_reference_above},
+        "runs": results, "goals": g, "table_markdown": table,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(_rounded(doc), f, indent=1, default=str)
+    print(f"\nresults: {out_path}")
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # run_child's finally has already killed the running child's process group.
+        print("\n[bench] interrupted", file=sys.stderr)
+        sys.exit(130)
