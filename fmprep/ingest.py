@@ -253,7 +253,11 @@ def _ingest_stream(url, index, out_dir, part_size, block_size, storage_options) 
         counter = _CountingReader(stream)
         reader = pacsv.open_csv(
             counter,
-            read_options=pacsv.ReadOptions(column_names=list(TSV_COLUMNS), block_size=block_size),
+            # One parse thread: the Python row handler called from Arrow's pool has aborted
+            # the process at exit ("terminate called without an active exception"); decoding
+            # and parsing still overlap with other files' tasks.
+            read_options=pacsv.ReadOptions(column_names=list(TSV_COLUMNS), block_size=block_size,
+                                           use_threads=False),
             parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False,
                                              invalid_row_handler=rejects.on_invalid_row),
             convert_options=pacsv.ConvertOptions(

@@ -51,5 +51,5 @@ def write_parts_tasks(ddf: dd.DataFrame, out_dir: str, storage_options: dict | N
     for i, part in enumerate(ddf.to_delayed()):
         name = f"{prefix}-{i:05d}.parquet"
         rows = dask.delayed(write_part)(part, storage.join(out_dir, name), storage_options)
-        tasks.append(dask.delayed(lambda n, r: (n, r))(name, rows))
+        tasks.append(dask.delayed(tuple)([name, rows]))
     return tasks

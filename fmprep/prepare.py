@@ -135,8 +135,8 @@ def _stage_parts(work: str, stage: str, storage_options: dict | None) -> tuple[d
     return manifest, [storage.join(work, stage, p) for p in manifest["parts"]]
 
 
-def _single_filter(rows: dd.DataFrame, settings: PrepSettings):
-    """Keep-set of products and the lazy filtered frame, for one counting pass."""
+def _keep_products(rows: dd.DataFrame, settings: PrepSettings) -> pd.Index:
+    """Products with enough ratings in ``rows``; only this keep-set reaches the client."""
     prod_n = rows["product_id"].value_counts(split_out=max(1, rows.npartitions // 8))
     keep_products = pd.Index(
         prod_n[prod_n >= settings.min_product_ratings].index.compute(), name="product_id")
@@ -213,7 +213,7 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     kept = rows
     while True:
         iterations += 1
-        keep_products = _single_filter(kept, settings)
+        keep_products = _keep_products(kept, settings)
         stats = kept.map_partitions(filter_stats, keep_products, settings.min_customer_ratings,
                                     meta={"by_customer": "int64", "by_product": "int64"}).sum()
         stats = stats.compute()
