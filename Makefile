@@ -32,6 +32,12 @@ help: ## list every target with one line each
 	@echo "  bench:      BENCH_SIZES SKIP_REFERENCE_ABOVE"
 	@echo "  train/serve: BACKEND ROLE REGION INSTANCE_TYPE INSTANCE_COUNT IMAGE_URI EPOCHS NUM_FACTORS"
 	@echo "             PREDICTOR_TYPE MINI_BATCH_SIZE HP PORT CUSTOMER PRODUCT DATE"
+	@echo "examples:"
+	@echo "  make data SOURCE='s3://bucket/reviews/*.tsv.gz' WORK=s3://bucket/work OUTPUT=s3://bucket/fm"
+	@echo "  make data MIN_CUSTOMER_RATINGS=3 FILTER_MODE=kcore DAYS_SCALE=years TRAIN_SHARDS=40"
+	@echo "  make data SCHEDULER=tcp://10.0.0.5:8786"
+	@echo "  make train EPOCHS=10 NUM_FACTORS=64 HP='linear_lr=0.01 factors_lr=0.001'"
+	@echo "  make deploy && make predict CUSTOMER=10001 PRODUCT=B00ABC1234 DATE=2015-08-31 && make undeploy"
 
 env: $(STAMP) ## create .venv with fmprep and its test tools (pinned by constraints.txt)
 
