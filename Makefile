@@ -13,7 +13,7 @@ OUTPUT ?= data/output
 ROWS ?= 20000
 SEED ?= 42
 # Optional, passed through when set: MIN_CUSTOMER_RATINGS MIN_PRODUCT_RATINGS FILTER_MODE
-# TRAIN_SHARDS TEST_SHARDS DAYS_SCALE PART_SIZE SCHEDULER FORCE=1 QUIET=1
+# TRAIN_SHARDS TEST_SHARDS DAYS_SCALE PART_SIZE SCHEDULER FORMAT META LAYOUT FORCE=1 QUIET=1
 
 opt = $(if $($(1)),$(2) $($(1)))
 PREP_ARGS = $(call opt,MIN_CUSTOMER_RATINGS,--min-customer-ratings) \
@@ -21,6 +21,7 @@ PREP_ARGS = $(call opt,MIN_CUSTOMER_RATINGS,--min-customer-ratings) \
             $(call opt,FILTER_MODE,--filter-mode) $(call opt,TRAIN_SHARDS,--train-shards) \
             $(call opt,TEST_SHARDS,--test-shards) $(call opt,DAYS_SCALE,--days-scale) \
             $(call opt,PART_SIZE,--part-size) $(call opt,SCHEDULER,--scheduler) \
+            $(call opt,FORMAT,--format) $(if $(META),--meta '$(META)') \
             $(if $(FORCE),--force) $(if $(QUIET),--quiet)
 
 .PHONY: help env sample data report test bench clean
@@ -28,7 +29,7 @@ PREP_ARGS = $(call opt,MIN_CUSTOMER_RATINGS,--min-customer-ratings) \
 help: ## list every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: SOURCE WORK OUTPUT MIN_CUSTOMER_RATINGS MIN_PRODUCT_RATINGS FILTER_MODE"
-	@echo "             TRAIN_SHARDS TEST_SHARDS DAYS_SCALE PART_SIZE SCHEDULER FORCE QUIET ROWS SEED"
+	@echo "             TRAIN_SHARDS TEST_SHARDS DAYS_SCALE PART_SIZE SCHEDULER FORMAT META FORCE QUIET ROWS SEED LAYOUT"
 	@echo "  bench:      BENCH_SIZES SKIP_REFERENCE_ABOVE"
 	@echo "  train/serve: BACKEND ROLE REGION INSTANCE_TYPE INSTANCE_COUNT IMAGE_URI EPOCHS NUM_FACTORS"
 	@echo "             PREDICTOR_TYPE MINI_BATCH_SIZE HP PORT CUSTOMER PRODUCT DATE"
@@ -51,7 +52,7 @@ $(SAMPLE): | $(STAMP)
 	$(PY) -m fmprep sample --out $@ --rows $(ROWS) --seed $(SEED)
 
 sample: $(STAMP) ## write a generated review file: make sample ROWS=2000000 OUT=data/bench/2m.tsv.gz
-	$(PY) -m fmprep sample --out $(or $(OUT),$(SAMPLE)) --rows $(ROWS) --seed $(SEED)
+	$(PY) -m fmprep sample --out $(or $(OUT),$(SAMPLE)) --rows $(ROWS) --seed $(SEED) $(call opt,LAYOUT,--layout)
 
 data: $(STAMP) $(if $(filter $(SAMPLE),$(SOURCE)),$(SAMPLE)) ## SOURCE → WORK (Parquet, id maps) → OUTPUT (RecordIO shards, manifest.json)
 	$(PY) -m fmprep data --source '$(SOURCE)' --work '$(WORK)' --output '$(OUTPUT)' $(PREP_ARGS)

@@ -4,15 +4,21 @@ Every method trains on the same rows and is scored on the same test rows (each c
 latest review): fmprep's FM reads the RecordIO shards of OUTPUT; scikit-surprise (BaselineOnly,
 SVD) and myfm (Bayesian FM, Gibbs sampling) read the Parquet split of WORK (user, item,
 star_rating). The biases baseline (global mean + customer + product bias, regularised least
-squares) and the global mean are printed for reference. Timings are wall seconds of the fit
-alone, on whatever this machine is doing at the time; nothing is asserted.
+squares) and the global mean are printed for reference. fmprep's FM runs twice: with SageMaker's
+defaults and with fmprep's recommended local settings (``fm.recommended_hyperparameters``,
+``config.FM_LOCAL_RECOMMENDED``). myfm runs with its defaults and with ``init_stdev=0.5`` and
+separate priors for customers and products: from the default ``init_stdev=0.1`` its sampler can
+stay at near-zero factors on larger files. Timings are wall seconds of the fit alone, on
+whatever this machine is doing at the time; nothing is asserted.
 
 Examples::
 
     python benchmarks/bench_fm.py --output data/output --work data/work
-    python benchmarks/bench_fm.py --rows 2000000 --dir /tmp/bench --days-scale years
+    python benchmarks/bench_fm.py --rows 1000000 --dir /tmp/bench --days-scale years
 
-The libraries are the ``bench`` extra: ``pip install -e ".[bench]"``.
+``--rows`` writes a fresh generated file each run (seconds per million rows), so results
+always reflect the current generator. The libraries are the ``bench`` extra:
+``pip install -e ".[bench]"``.
 """
 
 from __future__ import annotations
@@ -29,12 +35,6 @@ import pandas as pd
 from fmprep import fm, storage
 from fmprep.config import MANIFEST, PrepSettings
 
-# Local-training settings measured on fmprep.sample data (see fmprep.fm's docstring): Adam needs
-# larger steps than SageMaker's defaults, smaller batches for more updates, and little decay.
-LOCAL_TUNED = {"num_factors": 64, "epochs": 8, "mini_batch_size": 100, "bias_lr": 0.01,
-               "bias_wd": 0.0, "linear_lr": 0.02, "linear_wd": 1e-4, "factors_lr": 0.001,
-               "factors_wd": 1e-5}
-
 
 def prep(rows: int, directory: str, days_scale: str) -> tuple[str, str]:
     """Generate ``rows`` reviews and run the default prep; returns (output, work)."""
@@ -42,8 +42,7 @@ def prep(rows: int, directory: str, days_scale: str) -> tuple[str, str]:
     from fmprep.sample import generate_reviews
 
     source = os.path.join(directory, f"reviews_{rows}.tsv.gz")
-    if not os.path.exists(source):
-        generate_reviews(source, rows=rows)
+    generate_reviews(source, rows=rows)
     work = os.path.join(directory, f"work_{rows}_{days_scale}")
     output = os.path.join(directory, f"output_{rows}_{days_scale}")
     run_data(source, work, output, PrepSettings(days_scale=days_scale))
@@ -78,11 +77,12 @@ def run_surprise(train_df, test_df):
         yield name, rmse(pred, truth), seconds, None, ""
 
 
-def run_myfm(train_df, test_df, rank=10, n_iter=100):
+def run_myfm(train_df, test_df, rank=10, n_iter=100, init_stdev=0.1, grouped=False):
     import myfm
     import scipy.sparse as sp
 
     dim = int(max(train_df["item"].max(), test_df["item"].max())) + 1
+    users = int(max(train_df["user"].max(), test_df["user"].max())) + 1
 
     def one_hot(df):
         n = len(df)
@@ -90,13 +90,17 @@ def run_myfm(train_df, test_df, rank=10, n_iter=100):
         return sp.csr_matrix((np.ones(2 * n), (np.repeat(np.arange(n), 2), cols)),
                              shape=(n, dim))
 
-    model = myfm.MyFMRegressor(rank=rank, random_seed=0)
+    model = myfm.MyFMRegressor(rank=rank, init_stdev=init_stdev, random_seed=0)
+    # Users are columns [0, users), items the rest: one prior per group when grouped.
+    groups = {"group_shapes": [users, dim - users]} if grouped else {}
     t0 = time.perf_counter()
     model.fit(one_hot(train_df), train_df["star_rating"].to_numpy(np.float64), n_iter=n_iter,
-              n_kept_samples=n_iter - 10)
+              n_kept_samples=n_iter - 10, **groups)
     seconds = time.perf_counter() - t0
     pred = model.predict(one_hot(test_df))
-    return (f"myfm Bayesian FM (rank {rank}, {n_iter} Gibbs sweeps)",
+    how = (f"init {init_stdev}" + (", grouped" if grouped else "")
+           if grouped or init_stdev != 0.1 else "defaults")
+    return (f"myfm (Bayesian FM, rank {rank}, {n_iter} sweeps, {how})",
             rmse(pred, test_df["star_rating"].to_numpy(np.float64)), seconds, None, "")
 
 
@@ -110,7 +114,8 @@ def main(argv=None) -> int:
     p.add_argument("--days-scale", default="raw", choices=PrepSettings.DAYS_SCALES,
                    help="prep setting for --rows (default %(default)s, the reference)")
     p.add_argument("--fm", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a hyperparameter of the tuned local FM run (repeatable)")
+                   help="override a hyperparameter of the recommended local FM run "
+                        "(repeatable)")
     p.add_argument("--skip", action="append", default=[], choices=("surprise", "myfm"),
                    help="leave a library out")
     ns = p.parse_args(argv)
@@ -131,13 +136,10 @@ def main(argv=None) -> int:
     print(f"{output}: {len(train_df)} train / {len(test_df)} test rows, feature_dim "
           f"{manifest['feature_dim']}, days_since_first scale {days}", flush=True)
 
-    # Start w0 at the mean rating (a SageMaker setting too): small bias_lr keeps w0 steady but
-    # would need many batches to climb from 0 to ~4.
-    tuned = {**LOCAL_TUNED, "bias_init_method": "constant",
-             "bias_init_value": round(float(train.labels.mean()), 3)}
+    recommended = fm.recommended_hyperparameters(len(train_df))
     for item in ns.fm:
         name, _, value = item.partition("=")
-        tuned[name] = value
+        recommended[name] = value
     results = [("global mean", rmse(np.full(len(test_df), train.labels.mean()), test.labels),
                 0.0, None, "")]
     t0 = time.perf_counter()
@@ -146,11 +148,12 @@ def main(argv=None) -> int:
                     None, ""))
     results.append(run_fm("fmprep FM, defaults (SageMaker's; k=256, 3 epochs)", train, test,
                           {}))
-    results.append(run_fm("fmprep FM, tuned for local training", train, test, tuned))
+    results.append(run_fm("fmprep FM, recommended local settings", train, test, recommended))
     if "surprise" not in ns.skip:
         results.extend(run_surprise(train_df, test_df))
     if "myfm" not in ns.skip:
         results.append(run_myfm(train_df, test_df))
+        results.append(run_myfm(train_df, test_df, init_stdev=0.5, grouped=True))
 
     print(f"\n{'method':<60} {'test RMSE':>9} {'vs base':>8} {'fit s':>7} {'rows/s':>9}")
     for name, score, seconds, speed, note in results:

@@ -13,12 +13,18 @@ import sys
 from . import config, progress
 from .config import PrepSettings
 from .errors import FmprepError
+from .sample import DEFAULT_SAMPLE_2023
+from .sources import FORMAT_CHOICES
+
+SAMPLE_LAYOUTS = ("amazon-tsv", "amazon-2023")
 
 EPILOG = """examples:
   fmprep sample --out data/sample/reviews.tsv.gz --rows 20000
   fmprep data --source data/sample/reviews.tsv.gz --work data/work --output data/output
   fmprep data --source 's3://my-bucket/reviews/*.tsv.gz' --work s3://my-bucket/work \\
               --output s3://my-bucket/fm --scheduler tcp://10.0.0.5:8786
+  fmprep data --source Movies_and_TV.jsonl.gz --meta meta_Movies_and_TV.jsonl.gz
+  fmprep data --source ml-25m/ratings.csv --meta ml-25m/movies.csv --format movielens-csv
 """
 
 
@@ -68,12 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only print errors")
         return p
 
-    p = add("sample", "write a generated review TSV.gz in the Amazon Customer Reviews layout",
+    p = add("sample", "write generated reviews in the Amazon Customer Reviews TSV layout (or "
+            "the Amazon Reviews 2023 JSON Lines layout)",
             "fmprep sample --rows 2000000 --out data/bench/reviews_2m.tsv.gz")
-    p.add_argument("--out", default=config.DEFAULT_SAMPLE, help="file to write (default %(default)s)")
+    p.add_argument("--layout", choices=SAMPLE_LAYOUTS, default=SAMPLE_LAYOUTS[0],
+                   help="amazon-tsv: one .tsv.gz; amazon-2023: <name>.jsonl.gz and its "
+                        "meta_<name>.jsonl.gz beside it (default %(default)s)")
+    p.add_argument("--out", default=None,
+                   help=f"file to write (default {config.DEFAULT_SAMPLE}, or "
+                        f"{DEFAULT_SAMPLE_2023} for amazon-2023)")
     p.add_argument("--rows", type=int, default=config.SAMPLE_ROWS, help="rows (default %(default)s)")
     p.add_argument("--seed", type=int, default=config.SAMPLE_SEED, help="seed (default %(default)s)")
     p.add_argument("--no-faults", action="store_true", help="no malformed rows")
+    p.add_argument("--no-meta", action="store_true",
+                   help="amazon-2023: do not write the meta_<name> product file")
 
     for name, help_, example in (
             ("data", "run ingest, prepare and encode (skipping stages already done)",
@@ -87,8 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, help_, example)
         if name in ("data", "ingest"):
             p.add_argument("--source", default=config.DEFAULT_SAMPLE,
-                           help="path, s3:// URI or glob of review TSV(.gz) files "
+                           help="path, s3:// URI or glob of review files, .gz or plain "
                                 "(default %(default)s)")
+            p.add_argument("--format", choices=FORMAT_CHOICES, default=FORMAT_CHOICES[0],
+                           help="source format; auto: from each file's first line, its name as "
+                                "a hint (default %(default)s)")
+            p.add_argument("--meta", default=None,
+                           help="product titles for sources without them: Amazon Reviews 2023 "
+                                "meta_<Category>.jsonl(.gz), MovieLens u.item, movies.dat or "
+                                "movies.csv (path, s3:// URI or glob)")
         p.add_argument("--work", default=config.DEFAULT_WORK,
                        help="working directory, local or s3:// (default %(default)s)")
         if name in ("data", "encode"):
@@ -119,9 +140,15 @@ def run(ns) -> int:
     from . import pipeline
 
     if ns.command == "sample":
-        from .sample import generate_reviews
+        from .sample import generate_reviews, generate_reviews_2023
 
-        summary = generate_reviews(ns.out, rows=ns.rows, seed=ns.seed, faults=not ns.no_faults)
+        if ns.layout == "amazon-2023":
+            summary = generate_reviews_2023(ns.out or DEFAULT_SAMPLE_2023, rows=ns.rows,
+                                            seed=ns.seed, faults=not ns.no_faults,
+                                            meta=not ns.no_meta)
+        else:
+            summary = generate_reviews(ns.out or config.DEFAULT_SAMPLE, rows=ns.rows,
+                                       seed=ns.seed, faults=not ns.no_faults)
         logging.getLogger("fmprep").info("sample: %s", json.dumps(summary))
         return 0
 
@@ -131,14 +158,16 @@ def run(ns) -> int:
         if ns.command == "data":
             manifest = pipeline.run_data(ns.source, ns.work, ns.output, _settings(ns),
                                          force=ns.force,
-                                         show_progress=progress.enabled(ns.quiet))
+                                         show_progress=progress.enabled(ns.quiet),
+                                         fmt=ns.format, meta=ns.meta)
             _summary(manifest, ns.output)
         elif ns.command == "ingest":
             from . import ingest, storage
 
             pipeline.validate_settings(_settings(ns))
             sources = storage.expand_sources(ns.source)
-            ingest.ingest(sources, ns.work, ns.part_size)
+            ingest.ingest(sources, ns.work, ns.part_size, fmt=ns.format,
+                          meta=pipeline.expand_meta(ns.meta, None))
         elif ns.command == "prepare":
             from . import prepare
 

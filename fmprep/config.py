@@ -103,6 +103,22 @@ FM_LOCAL_OPTIONS = {
     "seed": 0,
     "binary_threshold": None,
 }
+# Recommended settings for the LOCAL trainer only (BACKEND=local; SageMaker jobs keep
+# FM_DEFAULTS): with Adam, SageMaker's learning rates barely move the weights in 3 epochs
+# (fmprep.fm docstring). Chosen on fmprep.sample data at 20 k and 1 M rows prepped with
+# DAYS_SCALE=years (benchmarks/bench_fm.py). The weight decays depend on the data size:
+# linear_wd = FM_LOCAL_L2["linear"] / train_rows and factors_wd = FM_LOCAL_L2["factors"] /
+# train_rows (L2 penalties in least-squares units, like the biases baseline's reg=5);
+# fmprep.fm.recommended_hyperparameters(train_rows) returns the whole set.
+FM_LOCAL_RECOMMENDED = {
+    "num_factors": 8,
+    "epochs": 10,
+    "mini_batch_size": 100,
+    "bias_wd": 0.0,
+    "linear_lr": 0.03,
+    "factors_lr": 0.03,
+}
+FM_LOCAL_L2 = {"linear": 3.0, "factors": 4.0}
 
 
 # --- training and serving: scripts/train_deploy.py, fmprep.serve, fmprep.sagemaker -------------

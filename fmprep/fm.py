@@ -21,25 +21,42 @@ MXNet factorization-machine example does (its parameters ``w0_weight``/``w1_weig
 the names in SageMaker's model artifact), mapped onto SageMaker's names like MXNet's optimizers:
 
 * the batch gradient is the sum of row gradients times ``rescale_grad`` (unset: 1 / rows in the
-  batch, i.e. the mean), plus ``wd * weight``, then clipped to ``[-clip_gradient,
-  clip_gradient]`` when set; ``eps`` (unset: 1e-8) is Adam's epsilon;
+  batch, i.e. the mean), plus ``wd * weight`` (scaled per feature, see below), then clipped to
+  ``[-clip_gradient, clip_gradient]`` when set; ``eps`` (unset: 1e-8) is Adam's epsilon;
 * each of the three groups (``bias`` = w0, ``linear`` = w, ``factors`` = V) has its own
   ``*_lr`` and ``*_wd``;
-* updates are lazy (sparse): only features present in a batch move, weight decay included, and
-  Adam's bias correction counts each feature's own updates.
+* updates are lazy (sparse): only features present in a batch move, and Adam's bias correction
+  counts each feature's own updates.
 
-Two consequences worth knowing, both measured on ``fmprep.sample`` data (README notes):
+Two choices are fmprep's own (SageMaker documents neither):
+
+* Weight decay is the L2 penalty of the mean loss, ``mean(row loss) + wd / 2 * |weight|^2``,
+  for every weight, rare or frequent -- what a dense update (every weight decays in every batch)
+  optimises. Decaying lazily, only in the batches that hold a feature, would instead penalise a
+  customer in proportion to their number of ratings: heavy raters and popular products are
+  shrunk hard while one-rating customers are barely regularised. So a feature's decay is
+  scaled by ``1 / P(feature in a batch)`` when it moves (:func:`_decay_scale`). In
+  least-squares terms (``sum (y - t)^2 + l2 * |weight|^2``, like the ALS baseline) the penalty
+  is ``l2 = wd * train_rows``: keep ``l2`` fixed, not ``wd``, when the data grows.
+* With ``bias_init_method`` normal or uniform, w0 starts at the mean train label (its log-odds
+  for ``binary_classifier``) plus the random draw, not at 0; ``constant`` uses
+  ``bias_init_value`` as given.
+
+Consequences worth knowing, measured on ``fmprep.sample`` data (benchmarks/bench_fm.py):
 
 * Adam's steps are about ``lr`` whatever the gradient's size, so SageMaker's default learning
   rates (linear 0.001, factors 0.0001) move a user's weight by ~0.001 per rating: three epochs
-  leave the model close to the global mean. Lazy weight decay acts once per batch a feature is
-  in, so with the mean gradient it shrinks every linear weight by about
-  ``1 / (1 + linear_wd * mini_batch_size)`` (a half with the defaults). Raise the learning rates
-  and lower the weight decay for local training on rating data.
+  leave the model close to the global mean. For the local backend use
+  ``config.FM_LOCAL_RECOMMENDED`` (:func:`recommended_hyperparameters` fills in the weight
+  decays for the number of train rows); SageMaker jobs keep SageMaker's defaults.
 * Because the steps are scale-free, ``clip_gradient`` cannot tame a feature with large raw
   values: ``days_since_first`` in raw days (up to ~6000, the reference prep) multiplies every
   step of its weights by that much and test RMSE jumps between epochs. fmprep does not rescale
   inputs behind your back; it warns and recommends ``DAYS_SCALE=years`` (or ``unit``) for prep.
+* ``days_since_first`` is in every row, so its factor vector is barely penalised and can give
+  each customer a fitted trend in time, which the test row (the customer's latest review)
+  extrapolates. On data without a time effect that costs some RMSE with ``DAYS_SCALE=years``
+  on small files; ``unit`` (values in [0, 1]) shrinks it.
 """
 
 from __future__ import annotations
@@ -55,12 +72,13 @@ import numba
 import numpy as np
 
 from . import storage
-from .config import FM_DEFAULTS, FM_LOCAL_OPTIONS, FM_OPTIONAL, FM_REQUIRED, MANIFEST
+from .config import (FM_DEFAULTS, FM_LOCAL_L2, FM_LOCAL_OPTIONS, FM_LOCAL_RECOMMENDED,
+                     FM_OPTIONAL, FM_REQUIRED, MANIFEST)
 from .errors import FmprepError
 from .recordio import decode_records
 
-__all__ = ["FMModel", "validate_hyperparameters", "sagemaker_hyperparameters", "train",
-           "train_from_output", "biases_baseline"]
+__all__ = ["FMModel", "validate_hyperparameters", "sagemaker_hyperparameters",
+           "recommended_hyperparameters", "train", "train_from_output", "biases_baseline"]
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +381,42 @@ def sagemaker_hyperparameters(hyperparameters: dict) -> dict:
             if v is not None and k not in FM_LOCAL_OPTIONS}
 
 
+def recommended_hyperparameters(train_rows: int) -> dict:
+    """fmprep's recommended local-training hyperparameters for ``train_rows`` train rows.
+
+    ``config.FM_LOCAL_RECOMMENDED`` plus ``linear_wd`` and ``factors_wd`` from
+    ``config.FM_LOCAL_L2`` divided by ``train_rows`` (weight decay is the penalty of the mean
+    loss, see the module docstring); every other hyperparameter keeps its default. For
+    ``BACKEND=local`` only: SageMaker's own optimizer is not fmprep's.
+
+    Parameters
+    ----------
+    train_rows : int
+        Rows in the train channel (``manifest["channels"]["train"]["rows"]``).
+
+    Returns
+    -------
+    dict
+        Hyperparameter name -> value, ready for :func:`train` or ``make train HP=...``.
+
+    Raises
+    ------
+    FmprepError
+        If ``train_rows`` is not a positive integer.
+
+    Notes
+    -----
+    Prep with ``DAYS_SCALE=years`` (or ``unit``): with raw days (values in the thousands) these
+    learning rates make training unstable.
+    """
+    if isinstance(train_rows, bool) or not isinstance(train_rows, (int, np.integer)) \
+            or train_rows < 1:
+        raise FmprepError(f"train_rows must be a positive integer, got {train_rows!r}")
+    return {**FM_LOCAL_RECOMMENDED,
+            "linear_wd": float(f"{FM_LOCAL_L2['linear'] / train_rows:.3g}"),
+            "factors_wd": float(f"{FM_LOCAL_L2['factors'] / train_rows:.3g}")}
+
+
 # ---------------------------------------------------------------------------------------------
 # training
 
@@ -387,13 +441,15 @@ def _adam(theta, m, v, g, lr, wd, clip, eps, t):
 
 @numba.njit(cache=True)
 def _epoch(indptr, indices, values, labels, order, batch, binary, bias, w, V, state_w, state_V,
-           steps, lr, wd, clip, eps, rescale, slot, touched, gw, gV, acc):
+           steps, lr, wd, decay, clip, eps, rescale, slot, touched, gw, gV, acc):
     """One pass of mini-batch Adam over the rows in ``order``; returns the summed row loss.
 
     ``bias`` is [w0, m, v, t]. ``state_w`` is (feature_dim, 2) and ``state_V`` is
     (2, feature_dim, k): Adam's first and second moments. ``steps`` counts each feature's
     updates for Adam's bias correction: updates are lazy (only features present in the batch
     move, weight decay included), so a rare feature's moments are corrected for its own age.
+    ``decay`` scales each feature's weight decay for the batches it is absent from (see
+    :func:`_decay_scale`).
     ``slot`` maps feature -> row of the gradient buffers ``gw``/``gV`` (-1 when absent).
     ``rescale`` <= 0 means 1 / rows in the batch. Gradients use the weights at the start of
     the batch, as a mini-batch should.
@@ -461,12 +517,13 @@ def _epoch(indptr, indices, values, labels, order, batch, binary, bias, w, V, st
             slot[c] = -1
             steps[c] += 1
             tc = steps[c]
-            w[c], state_w[c, 0], state_w[c, 1] = _adam(w[c], state_w[c, 0], state_w[c, 1],
-                                                       scale * gw[s], lr[1], wd[1], clip, eps, tc)
+            w[c], state_w[c, 0], state_w[c, 1] = _adam(
+                w[c], state_w[c, 0], state_w[c, 1], scale * gw[s], lr[1], wd[1] * decay[c], clip,
+                eps, tc)
             for f in range(k):
                 V[c, f], state_V[0, c, f], state_V[1, c, f] = _adam(
-                    V[c, f], state_V[0, c, f], state_V[1, c, f], scale * gV[s, f], lr[2], wd[2],
-                    clip, eps, tc)
+                    V[c, f], state_V[0, c, f], state_V[1, c, f], scale * gV[s, f], lr[2],
+                    wd[2] * decay[c], clip, eps, tc)
     return loss
 
 
@@ -495,6 +552,44 @@ def _init(rng, hp, group, shape):
         scale = hp[f"{group}_init_scale"]
         return rng.uniform(-scale, scale, shape).astype(np.float32)
     return np.full(shape, hp[f"{group}_init_value"], np.float32)
+
+
+def _bias_centre(hp, y):
+    """The centre of w0's random initialisation (fmprep's choice; SageMaker's is 0).
+
+    The mean train label for a regressor, its log-odds (within [-10, 10]) for a binary
+    classifier, and 0 for ``bias_init_method=constant``, whose ``bias_init_value`` is used as
+    given.
+    """
+    if hp["bias_init_method"] == "constant":
+        return 0.0
+    mean = float(np.mean(y))
+    if hp["predictor_type"] == "binary_classifier":
+        logit = math.log(max(mean, 1e-12) / max(1.0 - mean, 1e-12))
+        return min(max(logit, -10.0), 10.0)
+    return mean
+
+
+def _decay_scale(indices, n_rows, batch, feature_dim):
+    """Per-feature factor on ``linear_wd`` / ``factors_wd`` that makes lazy decay dense.
+
+    Updates are lazy: a feature's weight decays only in the batches that hold it. A feature in
+    ``c`` of ``n_rows`` rows is in a batch of ``batch`` random rows with probability
+    ``p = 1 - (1 - batch / n_rows) ** c``; scaling its decay by ``1 / p`` gives every weight, rare
+    or frequent, the expected decay per epoch of a dense update (every weight, every batch).
+    A feature in every batch (``days_since_first``) keeps factor 1.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (feature_dim,)
+        ``1 / p`` per feature; 1 for features absent from the data (they never move).
+    """
+    counts = np.bincount(indices, minlength=feature_dim).astype(np.float64)
+    q = min(1.0, batch / max(n_rows, 1))
+    if q >= 1.0:
+        return np.ones(feature_dim)
+    p = -np.expm1(counts * math.log1p(-q))
+    return np.where(counts > 0, 1.0 / np.maximum(p, 1e-300), 1.0)
 
 
 def _labels(records, hp, what):
@@ -583,7 +678,7 @@ def train(train_records, test_records, hyperparameters, progress=None):
         y_test = _labels(test_records, hp, "test")
 
     rng = np.random.default_rng(hp["seed"])
-    bias = np.array([_init(rng, hp, "bias", 1)[0], 0.0, 0.0, 0.0])
+    bias = np.array([_init(rng, hp, "bias", 1)[0] + _bias_centre(hp, y), 0.0, 0.0, 0.0])
     w = _init(rng, hp, "linear", fdim)
     V = _init(rng, hp, "factors", (fdim, k))
     state_w = np.zeros((fdim, 2), np.float32)
@@ -596,6 +691,7 @@ def train(train_records, test_records, hyperparameters, progress=None):
     rescale = hp["rescale_grad"] or 0.0
     batch = hp["mini_batch_size"]
     n = indptr.size - 1
+    decay = _decay_scale(indices, n, batch, fdim)
     max_nnz = int(np.diff(indptr).max())
     warnings = _scale_warnings(indices, values)
     buf_rows = max(1, min(fdim, batch * max_nnz))
@@ -612,7 +708,8 @@ def train(train_records, test_records, hyperparameters, progress=None):
         t0 = time.perf_counter()
         order = rng.permutation(n)
         loss = _epoch(indptr, indices, values, y, order, batch, binary, bias, w, V, state_w,
-                      state_V, steps, lr, wd, clip, eps, rescale, slot, touched, gw, gV, acc)
+                      state_V, steps, lr, wd, decay, clip, eps, rescale, slot, touched, gw, gV,
+                      acc)
         seconds = time.perf_counter() - t0
         if not np.isfinite(bias[0]) or not np.isfinite(loss):
             raise FmprepError(f"training diverged in epoch {epoch} (non-finite weights); lower "

@@ -1,216 +1,96 @@
-"""Stage 1, ingest: review TSV(s) → typed Parquet parts, streamed, with every reject counted.
+"""Stage 1, ingest: review files → typed Parquet parts, streamed, with every reject counted.
 
-One task per source file (a gzip stream cannot be split). Each task decompresses with ISA-L,
-parses with Arrow's streaming CSV reader (quoting off, only the used columns, all as bytes so
-that one bad byte cannot abort a whole block), validates every row, and rolls a new Parquet
-part every ``part_size`` uncompressed bytes. Memory per task is a few parse blocks, whatever
-the file's size.
+One task per source file (a gzip stream cannot be split). Each task opens its file through the
+source layer (:mod:`fmprep.sources`: ISA-L decompression, the format sniffed or forced, a
+streaming parser per format that validates every row), writes the rows in the canonical
+:data:`REVIEWS_SCHEMA` and rolls a new Parquet part every ``part_size`` uncompressed bytes.
+Memory per task is a few parse blocks, whatever the file's size.
+
+With product metadata (``meta``: Amazon Reviews 2023 ``meta_<Category>.jsonl``, MovieLens
+``u.item`` / ``movies.dat`` / ``movies.csv``), one more task per metadata file streams its
+(product_id, title) pairs to Parquet, and a Dask merge gives the review rows that have no
+title (formats without titles) their product's title. Nothing passes through the client.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import zlib
 
 import dask
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from dask.utils import parse_bytes
-from isal import igzip
 
-from . import progress, storage
-from .config import (MANIFEST, MANIFEST_FORMAT, REJECTS_SAMPLE, REJECTS_SAMPLE_SIZE,
-                     TSV_COLUMNS, USED_COLUMNS)
+from . import partio, progress, storage
+from .config import MANIFEST, MANIFEST_FORMAT, REJECTS_SAMPLE
 from .errors import FmprepError
+from .sources import (AUTO, BLOCK_SIZE, MAX_BLOCK_SIZE, REJECT_REASONS, REVIEWS_SCHEMA,
+                      TITLE_REASONS, TITLES_SCHEMA, LineTooLong, check_format, clean_batch,
+                      open_reviews, open_titles)
 
-REVIEWS_SCHEMA = pa.schema([
-    ("customer_id", pa.string()),
-    ("review_id", pa.string()),
-    ("product_id", pa.string()),
-    ("product_title", pa.string()),
-    ("star_rating", pa.int8()),
-    ("review_date", pa.date32()),
-])
-REJECT_REASONS = ("too_many_fields", "too_few_fields", "invalid_utf8", "missing_id",
-                  "repeated_header", "bad_rating", "bad_date")
-BLOCK_SIZE = 16 << 20  # Arrow parse block; also the longest line accepted
+__all__ = ["REVIEWS_SCHEMA", "REJECT_REASONS", "clean_batch", "ingest", "ingest_file",
+           "ingest_titles_file", "source_fingerprint"]
+
 MIN_BLOCK_SIZE = 256 << 10  # smaller parts (tests) parse in smaller blocks to roll parts on time
-GZIP_MAGIC = b"\x1f\x8b"
+TITLES_DIR = "_titles"      # WORK/reviews/_titles: metadata titles, removed after the join
+TITLES_PER_PARTITION = 1_000_000  # titles per partition of the join's right side
+_HEADER_FORMATS = ("amazon-tsv", "movielens-csv")
 
 
-class _CountingReader:
-    """File-like wrapper that counts the (decompressed) bytes handed to the parser."""
+def _write_parts(src, tables, out_dir: str, prefix: str, schema: pa.Schema, part_size: int,
+                 storage_options, parts: list) -> None:
+    """Write ``tables`` (one per parse block of ``src``) as Parquet parts named ``prefix-N``.
 
-    def __init__(self, f):
-        self._f = f
-        self.count = 0
-        self.closed = False
-
-    def read(self, n=-1):
-        try:
-            data = self._f.read(n)
-        except (EOFError, OSError, zlib.error) as err:
-            # isal raises these for truncated or corrupt gzip; Arrow would wrap them opaquely.
-            raise _CorruptInput(str(err)) from err
-        self.count += len(data)
-        return data
-
-    def readable(self):
-        return True
-
-    def seekable(self):
-        return False
-
-    def close(self):
-        self.closed = True
-
-
-class _CorruptInput(Exception):
-    pass
-
-
-class _Rejects:
-    """Counts rejected rows by reason and keeps the first few of each as a sample."""
-
-    def __init__(self):
-        self.counts = dict.fromkeys(REJECT_REASONS, 0)
-        self.samples = []
-        self._kept = dict.fromkeys(REJECT_REASONS, 0)
-
-    def add(self, reason: str, text: str, n: int = 1):
-        self.counts[reason] += n
-        if self._kept[reason] < REJECTS_SAMPLE_SIZE:
-            self._kept[reason] += 1
-            self.samples.append({"reason": reason, "text": text[:1000]})
-
-    def on_invalid_row(self, row) -> str:
-        reason = "too_many_fields" if row.actual_columns > row.expected_columns else "too_few_fields"
-        self.add(reason, row.text)
-        return "skip"
-
-
-def _open_stream(url: str, storage_options: dict | None):
-    """Open ``url`` and return a decompressed binary stream; gzip is sniffed, not assumed."""
-    raw = storage.open_file(url, "rb", storage_options).open()
-    head = raw.read(2)
-    raw.seek(0)
-    if not head:
-        raw.close()
-        raise FmprepError(f"{url} is empty; point SOURCE= at a review TSV (.tsv or .tsv.gz)")
-    if head == GZIP_MAGIC:
-        return raw, igzip.GzipFile(fileobj=raw, mode="rb")
-    if url.endswith(".gz"):
-        raw.close()
-        raise FmprepError(f"{url} is named .gz but is not gzip data; re-download it or "
-                          "rename it if it is plain TSV")
-    return raw, raw
-
-
-def _check_header(url: str, stream) -> None:
-    try:
-        line = stream.readline(1 << 16)
-    except (EOFError, OSError, zlib.error) as err:
-        raise FmprepError(f"{url}: cannot decompress ({err}); the file is truncated or "
-                          "corrupt, re-download it")
-    fields = line.rstrip(b"\r\n").split(b"\t")
-    if tuple(f.decode("utf-8", "replace") for f in fields) != TSV_COLUMNS:
-        shown = line[:120].decode("utf-8", "replace").rstrip()
-        raise FmprepError(f"{url}: first line is not the Amazon Customer Reviews header "
-                          f"(got {shown!r}); expected the 15 tab-separated columns "
-                          f"{', '.join(TSV_COLUMNS[:3])}, …, review_date")
-
-
-def _decode_column(values: pa.Array, rejects_mask: np.ndarray) -> pa.Array:
-    """Cast a binary column to string; rows with invalid UTF-8 are flagged in ``rejects_mask``."""
-    try:
-        return values.cast(pa.string())
-    except pa.ArrowInvalid:
-        # Rare: fall back to row by row for this one batch only.
-        out = []
-        for i, v in enumerate(values.to_pylist()):
-            try:
-                out.append(v.decode("utf-8"))
-            except UnicodeDecodeError:
-                rejects_mask[i] = True
-                out.append("")
-        return pa.array(out, pa.string())
-
-
-def clean_batch(batch: pa.RecordBatch, rejects: _Rejects) -> pa.Table:
-    """Validate and type one parsed batch; count and sample the rows it rejects.
-
-    Parameters
-    ----------
-    batch : pyarrow.RecordBatch
-        Binary columns named as in :data:`fmprep.config.USED_COLUMNS`.
-    rejects : _Rejects
-        Collects counts and samples of rejected rows.
-
-    Returns
-    -------
-    pyarrow.Table
-        The valid rows in :data:`REVIEWS_SCHEMA`.
+    ``parts`` receives ``{"file", "rows"}`` per part as it is opened, so that a caller can
+    remove them if the file has to be read again.
     """
-    n = batch.num_rows
-    bad_utf8 = np.zeros(n, dtype=bool)
-    cols = {name: _decode_column(batch.column(name), bad_utf8) for name in USED_COLUMNS}
-    ids_ok = np.ones(n, dtype=bool)
-    for name in ("customer_id", "product_id", "review_id"):
-        ids_ok &= pc.greater(pc.utf8_length(cols[name]), 0).to_numpy(zero_copy_only=False)
-    rating_ok = pc.match_substring_regex(cols["star_rating"], r"^[1-5]$").to_numpy(
-        zero_copy_only=False)
-    dates = pc.strptime(cols["review_date"], format="%Y-%m-%d", unit="s", error_is_null=True)
-    # strptime rolls impossible days over (2014-02-30 → 03-02): a date must print back as read.
-    date_ok = pc.fill_null(pc.equal(pc.strftime(dates, format="%Y-%m-%d"), cols["review_date"]),
-                           False).to_numpy(zero_copy_only=False)
-    header = pc.equal(cols["star_rating"], "star_rating").to_numpy(zero_copy_only=False)
-
-    # Each rejected row gets the first reason that applies, so counts add up to the rejects.
-    ok = ~bad_utf8
-    reasons = [("invalid_utf8", bad_utf8), ("missing_id", ok & ~ids_ok),
-               ("repeated_header", ok & ids_ok & header),
-               ("bad_rating", ok & ids_ok & ~header & ~rating_ok),
-               ("bad_date", ok & ids_ok & rating_ok & ~date_ok)]
-    keep = ok & ids_ok & rating_ok & date_ok
-    for reason, mask in reasons:
-        idx = np.flatnonzero(mask)
-        if len(idx):
-            rows = batch.take(pa.array(idx[:REJECTS_SAMPLE_SIZE]))
-            for i in range(rows.num_rows):
-                text = "\t".join(rows.column(c)[i].as_py().decode("utf-8", "replace")
-                                 for c in USED_COLUMNS)
-                rejects.add(reason, text, 0)
-            rejects.counts[reason] += len(idx)
-    keep_idx = pa.array(np.flatnonzero(keep))
-    return pa.table({
-        "customer_id": cols["customer_id"].take(keep_idx),
-        "review_id": cols["review_id"].take(keep_idx),
-        "product_id": cols["product_id"].take(keep_idx),
-        "product_title": cols["product_title"].take(keep_idx),
-        "star_rating": pc.cast(cols["star_rating"].take(keep_idx), pa.int8()),
-        "review_date": dates.take(keep_idx).cast(pa.date32()),
-    }, schema=REVIEWS_SCHEMA)
+    # A table is one parse block of source, so parts are rolled by counting tables: bytes
+    # pulled from the stream run ahead of the rows parsed (Arrow reads ahead).
+    batches_per_part = max(1, part_size // src.block_size)
+    writer, part_file, part_rows, part_batches, reported = None, None, 0, 0, 0
+    try:
+        for table in tables:
+            position = src.position()
+            progress.report_bytes(position - reported)
+            reported = position
+            if table.num_rows == 0:
+                continue
+            if writer is None:
+                name = f"{prefix}-{len(parts):05d}.parquet"
+                part_file = storage.open_file(storage.join(out_dir, name), "wb",
+                                              storage_options).open()
+                writer = pq.ParquetWriter(part_file, schema)
+                parts.append({"file": name, "rows": 0})
+            writer.write_table(table)
+            part_rows += table.num_rows
+            part_batches += 1
+            if part_batches >= batches_per_part:
+                writer.close(), part_file.close()
+                parts[-1]["rows"], writer, part_rows, part_batches = part_rows, None, 0, 0
+        progress.report_bytes(src.position() - reported)
+    finally:
+        if writer is not None:
+            writer.close(), part_file.close()
+            parts[-1]["rows"] = part_rows
 
 
-class _LineTooLong(Exception):
-    pass
+def _write_rejects(url: str, rejects, storage_options) -> None:
+    samples = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rejects.samples)
+    storage.write_bytes_atomic(url, samples.encode("utf-8"), storage_options)
 
 
-MAX_BLOCK_SIZE = 1 << 30
+def _block_size(part_size: int) -> int:
+    return max(MIN_BLOCK_SIZE, min(BLOCK_SIZE, part_size))
 
 
 def ingest_file(url: str, index: int, out_dir: str, part_size: int,
-                storage_options: dict | None = None) -> dict:
+                storage_options: dict | None = None, fmt: str = AUTO) -> dict:
     """Stream one source file into Parquet parts under ``out_dir``.
 
     Parameters
     ----------
     url : str
-        Local path or URL of a review TSV, gzip-compressed or plain.
+        Local path or URL of a review file, gzip-compressed or plain.
     index : int
         Position of the file among the sources; part names start with it.
     out_dir : str
@@ -219,103 +99,144 @@ def ingest_file(url: str, index: int, out_dir: str, part_size: int,
         Uncompressed bytes of source per Parquet part.
     storage_options : dict, optional
         Passed to fsspec for both reading and writing.
+    fmt : str
+        One of :data:`fmprep.sources.FORMAT_CHOICES`; ``auto`` sniffs the file.
 
     Returns
     -------
     dict
-        ``source``, ``rows_read``, ``rows_valid``, ``rejected`` (counts by reason),
-        ``bytes_read`` (uncompressed) and ``parts`` (file name and row count each).
+        ``source``, ``format`` (the one used), ``rows_read``, ``rows_valid``, ``rejected``
+        (counts by reason, the reasons of that format), ``bytes_read`` (uncompressed) and
+        ``parts`` (file name and row count each).
     """
-    block_size = max(MIN_BLOCK_SIZE, min(BLOCK_SIZE, part_size))
+    block_size = _block_size(part_size)
     while True:
+        parts = []
         try:
-            return _ingest_stream(url, index, out_dir, part_size, block_size, storage_options)
-        except _LineTooLong as err:
+            return _ingest_stream(url, index, out_dir, part_size, block_size, storage_options,
+                                  fmt, parts)
+        except LineTooLong:
             # A line longer than a parse block: start the file again with larger blocks.
-            for name in err.args[0]:
-                storage.remove(storage.join(out_dir, name), storage_options)
+            for p in parts:
+                storage.remove(storage.join(out_dir, p["file"]), storage_options)
             if block_size >= MAX_BLOCK_SIZE:
                 raise FmprepError(f"{url}: a line is longer than {MAX_BLOCK_SIZE >> 20} MiB; "
                                   "clean the file") from None
             block_size *= 4
 
 
-def _ingest_stream(url, index, out_dir, part_size, block_size, storage_options) -> dict:
-    raw, stream = _open_stream(url, storage_options)
-    rejects = _Rejects()
-    # Arrow reads ahead, so bytes pulled from the stream run ahead of the rows parsed; a batch
-    # is one parse block of source, so parts are rolled by counting batches instead.
-    batches_per_part = max(1, part_size // block_size)
-    parts, writer, part_file, part_rows, part_batches = [], None, None, 0, 0
-    rows_valid, read_so_far = 0, 0
-    try:
-        _check_header(url, stream)
-        counter = _CountingReader(stream)
-        reader = pacsv.open_csv(
-            counter,
-            # One parse thread: the Python row handler called from Arrow's pool has aborted
-            # the process at exit ("terminate called without an active exception"); decoding
-            # and parsing still overlap with other files' tasks.
-            read_options=pacsv.ReadOptions(column_names=list(TSV_COLUMNS), block_size=block_size,
-                                           use_threads=False),
-            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False,
-                                             invalid_row_handler=rejects.on_invalid_row),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=list(USED_COLUMNS),
-                column_types={c: pa.binary() for c in USED_COLUMNS},
-                null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False),
-        )
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                progress.report_bytes(raw.tell() - read_so_far)
-                break
-            position = raw.tell()
-            progress.report_bytes(position - read_so_far)
-            read_so_far = position
-            table = clean_batch(batch, rejects)
-            if table.num_rows == 0:
-                continue
-            if writer is None:
-                name = f"part-{index:04d}-{len(parts):05d}.parquet"
-                part_file = storage.open_file(storage.join(out_dir, name), "wb",
-                                              storage_options).open()
-                writer = pq.ParquetWriter(part_file, REVIEWS_SCHEMA)
-                parts.append({"file": name, "rows": 0})
-            writer.write_table(table)
-            part_rows += table.num_rows
-            part_batches += 1
-            rows_valid += table.num_rows
-            if part_batches >= batches_per_part:
-                writer.close(), part_file.close()
-                parts[-1]["rows"], writer, part_rows, part_batches = part_rows, None, 0, 0
-    except _CorruptInput as err:
-        raise FmprepError(f"{url}: cannot decompress ({err}); the file is truncated or corrupt, "
-                          "re-download it")
-    except pa.ArrowInvalid as err:
-        if "Empty CSV file" in str(err):
-            raise FmprepError(f"{url} has a header but no rows; point SOURCE= at a file with "
-                              "reviews")
-        if "straddling" in str(err):
-            raise _LineTooLong([p["file"] for p in parts]) from None
-        if isinstance(err.__context__, _CorruptInput) or "decompress" in str(err):
-            raise FmprepError(f"{url}: cannot decompress; the file is truncated or corrupt, "
-                              "re-download it")
-        raise
-    finally:
-        if writer is not None:
-            writer.close(), part_file.close()
-            parts[-1]["rows"] = part_rows
-        stream.close(), raw.close()
-    rows_rejected = sum(rejects.counts.values())
-    if rows_valid + rows_rejected == 0:
-        raise FmprepError(f"{url} has a header but no rows; point SOURCE= at a file with reviews")
-    samples = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rejects.samples)
-    storage.write_bytes_atomic(storage.join(out_dir, f"{index:04d}-{REJECTS_SAMPLE}"),
-                               samples.encode("utf-8"), storage_options)
-    return {"source": url, "rows_read": rows_valid + rows_rejected, "rows_valid": rows_valid,
-            "rejected": rejects.counts, "bytes_read": counter.count, "parts": parts}
+def _ingest_stream(url, index, out_dir, part_size, block_size, storage_options, fmt,
+                   parts) -> dict:
+    with open_reviews(url, fmt, storage_options, block_size) as src:
+        _write_parts(src, src.tables(), out_dir, f"part-{index:04d}", REVIEWS_SCHEMA, part_size,
+                     storage_options, parts)
+    rows_valid = sum(p["rows"] for p in parts)
+    rejects = src.rejects
+    if rows_valid + rejects.total == 0:
+        header = "a header but " if src.format in _HEADER_FORMATS else ""
+        raise FmprepError(f"{url} has {header}no rows; point SOURCE= at a file with reviews")
+    _write_rejects(storage.join(out_dir, f"{index:04d}-{REJECTS_SAMPLE}"), rejects,
+                   storage_options)
+    return {"source": url, "format": src.format, "rows_read": rows_valid + rejects.total,
+            "rows_valid": rows_valid, "rejected": rejects.counts, "bytes_read": src.bytes_read,
+            "parts": parts}
+
+
+def ingest_titles_file(url: str, index: int, out_dir: str, part_size: int,
+                       storage_options: dict | None = None,
+                       rejects_dir: str | None = None) -> dict:
+    """Stream one product metadata file's (product_id, product_title) pairs into Parquet.
+
+    Parameters
+    ----------
+    url : str
+        ``meta_<Category>.jsonl(.gz)`` (Amazon Reviews 2023) or a MovieLens ``u.item``,
+        ``movies.dat`` or ``movies.csv`` (see :func:`fmprep.sources.open_titles`).
+    index : int
+        Position of the file among the metadata files; part names start with it.
+    out_dir : str
+        Directory for the parts.
+    part_size : int
+        Uncompressed bytes of source per Parquet part.
+    storage_options : dict, optional
+        fsspec options.
+    rejects_dir : str, optional
+        Directory for the rejects sample ``meta-NNNN-rejects.jsonl`` (default ``out_dir``).
+
+    Returns
+    -------
+    dict
+        ``source``, ``format`` (layout), ``rows_read``, ``titles``, ``rejected`` and ``parts``.
+    """
+    parts = []
+    with open_titles(url, storage_options, _block_size(part_size)) as src:
+        _write_parts(src, src.tables(), out_dir, f"titles-{index:04d}", TITLES_SCHEMA,
+                     part_size, storage_options, parts)
+    titles = sum(p["rows"] for p in parts)
+    _write_rejects(storage.join(rejects_dir or out_dir, f"meta-{index:04d}-{REJECTS_SAMPLE}"),
+                   src.rejects, storage_options)
+    return {"source": url, "format": src.format, "rows_read": titles + src.rejects.total,
+            "titles": titles, "rejected": src.rejects.counts, "parts": parts}
+
+
+def _write_reviews_part(df, url: str, storage_options) -> int:
+    """One joined partition as one Parquet file in :data:`REVIEWS_SCHEMA` (none if empty)."""
+    if len(df) == 0:
+        return 0
+    table = pa.Table.from_pandas(df[REVIEWS_SCHEMA.names], schema=REVIEWS_SCHEMA,
+                                 preserve_index=False)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    storage.write_bytes_atomic(url, sink.getvalue().to_pybytes(), storage_options)
+    return len(df)
+
+
+def _fill_titles(df, titles):
+    """Rows of one partition with an empty product_title get the metadata's title.
+
+    ``titles`` (product_id, meta_title) is merged in first, unless ``df`` already has it.
+    """
+    merged = df if titles is None else df.merge(titles, on="product_id", how="left")
+    meta = merged["meta_title"].fillna("")
+    merged["product_title"] = merged["product_title"].where(merged["product_title"] != "", meta)
+    return merged.drop(columns="meta_title")
+
+
+def _join_titles(out_dir: str, parts: list[str], title_parts: list[str], n_titles: int,
+                 storage_options) -> list[dict]:
+    """Rewrite the review parts with titles from the metadata parts; return the new parts.
+
+    One title per product whatever the partitioning: the smallest non-empty one, should a
+    metadata file list a product twice. Up to :data:`TITLES_PER_PARTITION` titles the titles
+    are one partition and every review part is joined with it where it stands; beyond, Dask
+    hash-joins both sides (shuffling the reviews once).
+    """
+    from .prepare import _shuffle_method
+
+    method = _shuffle_method()
+    with dask.config.set({"dataframe.shuffle.method": method} if method else {}):
+        reviews = partio.read_parts([storage.join(out_dir, p) for p in parts],
+                                    storage_options=storage_options)
+        titles = partio.read_parts([storage.join(out_dir, TITLES_DIR, p) for p in title_parts],
+                                   storage_options=storage_options)
+        split_out = max(1, -(-n_titles // TITLES_PER_PARTITION))
+        titles = (titles.groupby("product_id")["product_title"].min(split_out=split_out)
+                  .rename("meta_title").reset_index())
+        if split_out == 1:
+            joined = reviews.map_partitions(_fill_titles, titles, meta=reviews._meta)
+        else:
+            joined = reviews.merge(titles, on="product_id", how="left").map_partitions(
+                _fill_titles, None, meta=reviews._meta)
+        names = [f"titled-{i:05d}.parquet" for i in range(joined.npartitions)]
+        rows = dask.compute(*[
+            dask.delayed(_write_reviews_part)(part, storage.join(out_dir, name), storage_options)
+            for part, name in zip(joined.to_delayed(), names)])
+    for p in parts:
+        storage.remove(storage.join(out_dir, p), storage_options)
+    fs, path = storage.filesystem(storage.join(out_dir, TITLES_DIR), storage_options)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+    return [{"file": n, "rows": r} for n, r in zip(names, rows) if r > 0]
 
 
 def source_fingerprint(url: str, storage_options: dict | None = None) -> dict:
@@ -326,8 +247,15 @@ def source_fingerprint(url: str, storage_options: dict | None = None) -> dict:
     return {"url": url, "size": info.get("size"), "stamp": str(stamp)}
 
 
+def _sum_counts(results: list[dict], reasons) -> dict:
+    """Counts by reason over files, in ``reasons`` order, for the reasons any file has."""
+    present = {k for r in results for k in r["rejected"]}
+    return {k: sum(r["rejected"].get(k, 0) for r in results) for k in reasons if k in present}
+
+
 def ingest(sources: list[str], work: str, part_size: str | int = "128MB",
-           storage_options: dict | None = None, key: str | None = None) -> dict:
+           storage_options: dict | None = None, key: str | None = None, fmt: str = AUTO,
+           meta: list[str] | None = None) -> dict:
     """Ingest every source file in parallel into ``WORK/reviews/`` and write its manifest last.
 
     Parameters
@@ -342,30 +270,58 @@ def ingest(sources: list[str], work: str, part_size: str | int = "128MB",
         fsspec options for every read and write.
     key : str, optional
         Stored in the manifest so a rerun can tell whether this stage is up to date.
+    fmt : str
+        Source format for every file, or ``auto`` (each file sniffed on its own); see
+        :mod:`fmprep.sources`.
+    meta : list of str, optional
+        Product metadata files whose titles fill the rows that have none.
 
     Returns
     -------
     dict
-        The manifest written to ``WORK/reviews/manifest.json``.
+        The manifest written to ``WORK/reviews/manifest.json``; ``files`` holds each file's
+        format and counts, ``meta`` (with ``meta``) the metadata files' counts.
     """
+    check_format(fmt)
     part_bytes = parse_bytes(part_size) if isinstance(part_size, str) else int(part_size)
     if part_bytes <= 0:
         raise FmprepError(f"part size must be positive, got {part_size!r}; use e.g. 128MB")
+    meta = list(meta or [])
     out_dir = storage.join(work, "reviews")
     storage.reset_stage_dir(out_dir, storage_options)
     fingerprints = [source_fingerprint(u, storage_options) for u in sources]
-    tasks = [dask.delayed(ingest_file, pure=False)(u, i, out_dir, part_bytes, storage_options)
+    meta_fingerprints = [source_fingerprint(u, storage_options) for u in meta]
+    tasks = [dask.delayed(ingest_file, pure=False)(u, i, out_dir, part_bytes, storage_options,
+                                                   fmt)
              for i, u in enumerate(sources)]
-    results = list(dask.compute(*tasks))
+    title_dir = storage.join(out_dir, TITLES_DIR)
+    title_tasks = [dask.delayed(ingest_titles_file, pure=False)(u, i, title_dir, part_bytes,
+                                                                storage_options, out_dir)
+                   for i, u in enumerate(meta)]
+    results, title_results = dask.compute(tasks, title_tasks)
+    results, title_results = list(results), list(title_results)
     totals = {"rows_read": sum(r["rows_read"] for r in results),
               "rows_valid": sum(r["rows_valid"] for r in results),
-              "rejected": {k: sum(r["rejected"][k] for r in results) for k in REJECT_REASONS}}
+              "rejected": _sum_counts(results, REJECT_REASONS)}
     totals["rows_rejected"] = sum(totals["rejected"].values())
     if totals["rows_valid"] == 0:
         raise FmprepError(f"no valid rows in {', '.join(sources)} (all {totals['rows_read']} "
-                          f"rejected: see {out_dir}); check that SOURCE= is a review TSV")
-    manifest = {"format": MANIFEST_FORMAT, "stage": "ingest", "key": key, "sources": fingerprints,
-                "part_size": part_bytes, "files": results, "totals": totals,
-                "parts": [p["file"] for r in results for p in r["parts"]]}
+                          f"rejected: see {out_dir}); check SOURCE= and FORMAT=")
+    parts = [p for r in results for p in r["parts"]]
+    manifest = {"format": MANIFEST_FORMAT, "stage": "ingest", "key": key,
+                "source_format": fmt, "sources": fingerprints, "part_size": part_bytes,
+                "files": results, "totals": totals}
+    if meta:
+        n_titles = sum(r["titles"] for r in title_results)
+        if n_titles:
+            parts = _join_titles(out_dir, [p["file"] for p in parts],
+                                 [p["file"] for r in title_results for p in r["parts"]],
+                                 n_titles, storage_options)
+        manifest["meta"] = {
+            "sources": meta_fingerprints, "files": title_results,
+            "totals": {"rows_read": sum(r["rows_read"] for r in title_results),
+                       "titles": n_titles,
+                       "rejected": _sum_counts(title_results, TITLE_REASONS)}}
+    manifest["parts"] = [p["file"] for p in parts]
     storage.write_json(storage.join(out_dir, MANIFEST), manifest, storage_options)
     return manifest

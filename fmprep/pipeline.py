@@ -18,6 +18,7 @@ from . import prepare as prepare_stage
 from . import progress, storage
 from .config import MANIFEST, PrepSettings
 from .errors import FmprepError
+from .sources import check_format
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,17 @@ def validate_settings(settings: PrepSettings) -> None:
         raise FmprepError("TRAIN_SHARDS and TEST_SHARDS must be ≥ 1")
 
 
+def expand_meta(meta: str | None, storage_options) -> list[str]:
+    """The metadata files ``META=`` names, or a one-line error naming META=."""
+    if not meta:
+        return []
+    try:
+        return storage.expand_sources(meta, storage_options)
+    except FmprepError:
+        raise FmprepError(f"meta file not found: {meta}; set META= (--meta) to an existing "
+                          "meta_<Category>.jsonl(.gz), u.item, movies.dat or movies.csv") from None
+
+
 def _done(url: str, key: str, storage_options) -> dict | None:
     manifest = storage.read_json(url, storage_options)
     return manifest if manifest is not None and manifest.get("key") == key else None
@@ -49,13 +61,13 @@ def _done(url: str, key: str, storage_options) -> dict | None:
 
 def run_data(source: str, work: str, output: str, settings: PrepSettings,
              storage_options: dict | None = None, force: bool = False,
-             show_progress: bool = False) -> dict:
+             show_progress: bool = False, fmt: str = "auto", meta: str | None = None) -> dict:
     """Run every prep stage that is not already done for these inputs and settings.
 
     Parameters
     ----------
     source : str
-        Path, URL or glob of review TSV files.
+        Path, URL or glob of review files (any format of :mod:`fmprep.sources`).
     work, output : str
         WORK and OUTPUT directories (local or URL).
     settings : PrepSettings
@@ -66,6 +78,12 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
         Rerun every stage even if its manifest matches.
     show_progress : bool
         Draw progress bars on stderr (the CLI sets it for terminals).
+    fmt : str
+        Source format (``FORMAT=``): ``auto`` sniffs each file, or one of
+        :data:`fmprep.sources.FORMATS`.
+    meta : str, optional
+        Path, URL or glob of product metadata files (``META=``) giving titles to sources
+        without them (Amazon Reviews 2023, MovieLens).
 
     Returns
     -------
@@ -73,19 +91,22 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
         OUTPUT's manifest.
     """
     validate_settings(settings)
+    check_format(fmt)
     sources = storage.expand_sources(source, storage_options)
     fingerprints = [ingest_stage.source_fingerprint(u, storage_options) for u in sources]
+    meta_files = expand_meta(meta, storage_options)
+    meta_fingerprints = [ingest_stage.source_fingerprint(u, storage_options) for u in meta_files]
 
-    ingest_key = stage_key("ingest", fingerprints, settings.part_size)
+    ingest_key = stage_key("ingest", fingerprints, settings.part_size, fmt, meta_fingerprints)
     ingest_url = storage.join(work, "reviews", MANIFEST)
     ingested = None if force else _done(ingest_url, ingest_key, storage_options)
     t0 = time.perf_counter()
     if ingested is None:
         log.info("ingest: %d file(s) → %s", len(sources), storage.join(work, "reviews"))
-        total = sum(f["size"] or 0 for f in fingerprints)
+        total = sum(f["size"] or 0 for f in fingerprints + meta_fingerprints)
         with progress.ingest_bytes(total, show_progress):
             ingested = ingest_stage.ingest(sources, work, settings.part_size, storage_options,
-                                           key=ingest_key)
+                                           key=ingest_key, fmt=fmt, meta=meta_files)
         t = ingested["totals"]
         log.info("ingest: %d rows read, %d rejected (%.1f s)", t["rows_read"],
                  t["rows_rejected"], time.perf_counter() - t0)
@@ -114,6 +135,7 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
     if encoded is None:
         log.info("encode: RecordIO-protobuf shards → %s", output)
         extra = {"key": encode_key, "sources": fingerprints,
+                 **({"meta": meta_fingerprints} if meta_files else {}),
                  "ingest": {**ingested["totals"],
                             "rejects_samples": storage.join(work, "reviews", "*-rejects.jsonl")}}
         with progress.dask_tasks(show_progress):
