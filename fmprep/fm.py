@@ -87,6 +87,30 @@ PREDICTOR_TYPES = ("regressor", "binary_classifier")
 
 
 @numba.njit(cache=True)
+def _row_output(indices, values, a, b, w0, w, V, acc):
+    """FM output of one CSR row (entries a..b), with the O(nnz * k) sum trick.
+
+    Leaves sum_j V[j, f] * x_j in ``acc``, which the gradient needs.
+    """
+    k = V.shape[1]
+    acc[:] = 0.0
+    y = w0
+    sq = 0.0
+    for j in range(a, b):
+        c = indices[j]
+        x = values[j]
+        y += w[c] * x
+        for f in range(k):
+            vx = V[c, f] * x
+            acc[f] += vx
+            sq += vx * vx
+    inter = 0.0
+    for f in range(k):
+        inter += acc[f] * acc[f]
+    return y + 0.5 * (inter - sq)
+
+
+@numba.njit(cache=True)
 def _scores(indptr, indices, values, w0, w, V, sigmoid):
     """FM output of every CSR row, with the O(nnz * k) sum trick; float64 accumulators."""
     n = indptr.size - 1
@@ -94,21 +118,7 @@ def _scores(indptr, indices, values, w0, w, V, sigmoid):
     out = np.empty(n, np.float32)
     acc = np.empty(k, np.float64)
     for r in range(n):
-        acc[:] = 0.0
-        y = w0
-        sq = 0.0
-        for j in range(indptr[r], indptr[r + 1]):
-            c = indices[j]
-            x = values[j]
-            y += w[c] * x
-            for f in range(k):
-                vx = V[c, f] * x
-                acc[f] += vx
-                sq += vx * vx
-        inter = 0.0
-        for f in range(k):
-            inter += acc[f] * acc[f]
-        y += 0.5 * (inter - sq)
+        y = _row_output(indices, values, indptr[r], indptr[r + 1], w0, w, V, acc)
         if sigmoid:
             y = 1.0 / (1.0 + math.exp(-y)) if y >= 0 else math.exp(y) / (1.0 + math.exp(y))
         out[r] = y
@@ -465,21 +475,7 @@ def _epoch(indptr, indices, values, labels, order, batch, binary, bias, w, V, st
             r = order[p]
             a = indptr[r]
             b = indptr[r + 1]
-            acc[:] = 0.0
-            y = bias[0]
-            sq = 0.0
-            for j in range(a, b):
-                c = indices[j]
-                x = values[j]
-                y += w[c] * x
-                for f in range(k):
-                    vx = V[c, f] * x
-                    acc[f] += vx
-                    sq += vx * vx
-            inter = 0.0
-            for f in range(k):
-                inter += acc[f] * acc[f]
-            y += 0.5 * (inter - sq)
+            y = _row_output(indices, values, a, b, bias[0], w, V, acc)
             t = labels[r]
             if binary:
                 # log-loss on sigmoid(y), computed stably; d loss / d y = p - t

@@ -147,5 +147,5 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
         log.info("encode: up to date")
     from .report import write_report
 
-    log.info("report: %s", write_report(output, storage_options, work=work))
+    write_report(output, storage_options, work=work)  # logs its own path
     return encoded

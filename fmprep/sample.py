@@ -691,24 +691,7 @@ def generate_reviews(path, rows=SAMPLE_ROWS, seed=SAMPLE_SEED, faults=True, chun
                     gz.write(("\n".join(lines[i:i + 8192]) + "\n").encode("utf-8"))
                 del lines
 
-    options = storage_options or {}
-    fs, fs_path = fsspec.core.url_to_fs(str(path), **options)
-    if "file" in fs.protocol or "local" in fs.protocol:
-        parent = os.path.dirname(os.path.abspath(fs_path))
-        os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".{os.path.basename(fs_path)}.{uuid.uuid4().hex}.tmp")
-        try:
-            with fsspec.open(tmp, "wb") as raw:
-                write(raw)
-            os.replace(tmp, fs_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-    else:
-        # Object stores publish an upload only when it completes, which is atomic enough.
-        with fsspec.open(str(path), "wb", **options) as raw:
-            write(raw)
+    _write_stream_atomically(path, storage_options, write)
 
     return {
         "path": str(path),
