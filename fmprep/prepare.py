@@ -1,9 +1,12 @@
 """Stage 2, prepare: reviews → deduplicated, long-tail-filtered, indexed, split rows (Dask).
 
-Out of core throughout: rows are shuffled once by customer (so every per-customer step is local
-to a partition) and checkpointed to Parquet; the id maps are sorted with Dask. Every result is
-independent of the number of partitions and of the scheduler:
+Out of core throughout, and every result is independent of the number of partitions and of
+the scheduler:
 
+* keys: customer_id and product_id are hashed once to 64-bit integers (``ckey``, ``pkey``), and
+  every row-level step (shuffle, dedupe, counts, filter, joins) works on those; the strings
+  are only carried along. A hash shared by two different ids stops the run with an error
+  (it is checked, not assumed away);
 * duplicates: one row per (customer, product), the latest by (review_date, review_id);
 * filter: ``single`` counts ratings once and keeps customers with ≥ ``min_customer_ratings``
   and products with ≥ ``min_product_ratings`` (the reference notebook); ``kcore`` repeats
@@ -12,8 +15,17 @@ independent of the number of partitions and of the scheduler:
   ties by customer_id / product_id ascending;
 * ``days_since_first``: days since the customer's first remaining review;
 * split: each customer's latest review (by review_date, then review_id) is the test row;
-* train/test shards: a row's shard is a hash of (customer_id, product_id), rows inside a shard
+* titles: a product's title is its most frequent one among its valid reviews (ties: the
+  smallest string), since a few products carry several titles in the source;
+* train/test shards: a row's shard is a hash of (customer, product), rows inside a shard
   are ordered by that hash, so shards are similar in size and in a fixed, shuffled order.
+
+The rows are shuffled once by customer and written to ``WORK/_deduped``, so that every
+per-customer step afterwards is local to a part: parts are sorted by (customer, review_date,
+review_id) there, and the filter, ``days_since_first``, the split and the user statistics are
+single passes over each sorted part (``WORK/_kept``). Only the small per-customer and
+per-product tables are sorted or joined across parts, and the kept rows are shuffled once more
+into their shards.
 """
 
 from __future__ import annotations
@@ -22,8 +34,11 @@ import logging
 
 import dask
 import dask.dataframe as dd
+import numba
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import partio, storage
 from .config import MANIFEST, MANIFEST_FORMAT, PrepSettings
@@ -32,72 +47,186 @@ from .errors import FmprepError
 log = logging.getLogger(__name__)
 
 DAYS_PER_YEAR = 365.25
+CUSTOMER_SEED = 0x43   # different seeds: a customer and a product with one id get other keys
+PRODUCT_SEED = 0x50
+INPUT_COLUMNS = ["customer_id", "review_id", "product_id", "star_rating", "review_date"]
+ROW_COLUMNS = ["user", "item", "days_since_first", "star_rating", "customer_id", "product_id",
+               "review_id", "review_date"]
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def _hash_utf8(offsets, data, seed, out):  # pragma: no cover - compiled
+    # FNV-1a over the bytes, then MurmurHash3's 64-bit finalizer to spread the low bits.
+    prime = np.uint64(1099511628211)
+    for i in range(out.shape[0]):
+        h = np.uint64(14695981039346656037) ^ seed
+        for j in range(offsets[i], offsets[i + 1]):
+            h = (h ^ np.uint64(data[j])) * prime
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xC4CEB9FE1A85EC53)
+        h ^= h >> np.uint64(33)
+        out[i] = h
+
+
+def string_keys(values: pd.Series, seed: int) -> np.ndarray:
+    """Stable 64-bit keys of the UTF-8 strings in ``values`` (same on every machine and run).
+
+    Parameters
+    ----------
+    values : pandas.Series
+        Strings without nulls.
+    seed : int
+        Mixed into every key, so that two kinds of ids with equal text get different keys.
+
+    Returns
+    -------
+    numpy.ndarray of uint64
+    """
+    arr = pa.array(values, type=pa.large_string()) if not isinstance(values, pa.Array) else values
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    out = np.empty(len(values), dtype=np.uint64)
+    start = 0
+    for chunk in chunks:
+        chunk = chunk.cast(pa.large_string())
+        _, offsets, data = chunk.buffers()
+        offsets = np.frombuffer(offsets, dtype=np.int64)[chunk.offset:chunk.offset + len(chunk) + 1]
+        data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
+        _hash_utf8(offsets, data, np.uint64(seed), out[start:start + len(chunk)])
+        start += len(chunk)
+    return out
+
+
+def add_keys(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``ckey`` and ``pkey``, the 64-bit keys of customer_id and product_id."""
+    return df.assign(ckey=string_keys(df["customer_id"], CUSTOMER_SEED),
+                     pkey=string_keys(df["product_id"], PRODUCT_SEED))
+
+
+def _collision(kind: str, key, a, b) -> FmprepError:
+    return FmprepError(f"two {kind} ids, {a!r} and {b!r}, share the 64-bit key {key}; this is "
+                       "a one-in-billions event: please report it (rename one id to go on)")
+
+
+def _check_one_string_per_key(keys: np.ndarray, strings: pd.Series, kind: str) -> None:
+    """Raise if two different strings share a key in a frame sorted by ``keys``."""
+    if len(keys) < 2:
+        return
+    same_key = keys[1:] == keys[:-1]
+    if not same_key.any():
+        return
+    text = pa.array(strings)
+    differ = pc.fill_null(pc.not_equal(text[1:], text[:-1]), False).to_numpy(
+        zero_copy_only=False)
+    bad = np.flatnonzero(same_key & differ)
+    if len(bad):
+        i = int(bad[0])
+        raise _collision(kind, int(keys[i]), text[i].as_py(), text[i + 1].as_py())
+
+
+def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start index and length of each run of equal values in ``keys``."""
+    if len(keys) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return starts, np.diff(np.r_[starts, len(keys)])
 
 
 # --- pure functions on pandas partitions --------------------------------------------------------
 
 def dedupe_partition(df: pd.DataFrame) -> pd.DataFrame:
-    """Keep the latest review of each (customer, product) in a customer-partitioned frame."""
-    # Only the few repeated pairs are sorted: a full four-key string sort was the costliest
-    # task of prepare (3.5 of 18.6 task-seconds on 2 M rows; 1.2 s this way).
-    repeated = df.duplicated(["customer_id", "product_id"], keep=False)
-    if not repeated.any():
-        return df
-    latest = (df[repeated].sort_values(["customer_id", "product_id", "review_date", "review_id"])
-              .drop_duplicates(["customer_id", "product_id"], keep="last"))
-    return pd.concat([df[~repeated], latest])
+    """The latest review of each (customer, product) in a customer-partitioned frame.
 
-
-def customer_counts(df: pd.DataFrame) -> pd.Series:
-    """Ratings per customer for each row (exact: a customer's rows share one partition)."""
-    return df.groupby("customer_id", sort=False)["customer_id"].transform("size")
-
-
-def filter_partition(df: pd.DataFrame, keep_products: pd.Index,
-                     min_customer_ratings: int) -> pd.DataFrame:
-    """Rows whose customer has enough ratings here and whose product is in ``keep_products``."""
-    keep = (customer_counts(df) >= min_customer_ratings) & df["product_id"].isin(keep_products)
-    return df[keep]
-
-
-def filter_stats(df: pd.DataFrame, keep_products: pd.Index, min_customer_ratings: int) -> pd.DataFrame:
-    """One-row frame: rows removed by the customer minimum, then by the product minimum."""
-    cust_ok = customer_counts(df) >= min_customer_ratings
-    prod_ok = df["product_id"].isin(keep_products)
-    return pd.DataFrame({"by_customer": [int((~cust_ok).sum())],
-                         "by_product": [int((cust_ok & ~prod_ok).sum())]})
-
-
-def customer_stats(df: pd.DataFrame) -> pd.DataFrame:
-    """customer_id, n_ratings and first_review of every customer in a customer-partitioned frame.
-
-    ``first_review`` is what ``days_since_first`` counts from, kept so that a prediction for a
-    new date can be built from the id map alone.
+    Returns the rows sorted by (ckey, review_date, review_id): each customer's rows together,
+    oldest first, as every later per-customer step needs them.
     """
-    g = df.groupby("customer_id", sort=False)["review_date"]
-    out = pd.DataFrame({"n_ratings": g.size(), "first_review": g.min()}).reset_index()
-    out["n_ratings"] = out["n_ratings"].astype("int64")
-    return out
+    table = pa.table({"ckey": df["ckey"].to_numpy(), "review_date": df["review_date"].to_numpy(),
+                      "review_id": pa.array(df["review_id"])})
+    order = pc.sort_indices(table, sort_keys=[("ckey", "ascending"),
+                                              ("review_date", "ascending"),
+                                              ("review_id", "ascending")]).to_numpy()
+    df = df.take(order)
+    _check_one_string_per_key(df["ckey"].to_numpy(), df["customer_id"], "customer")
+    # Sorted oldest first, so the last of each (customer, product) is the latest review.
+    latest = ~df.duplicated(["ckey", "pkey"], keep="last").to_numpy()
+    return df[latest].reset_index(drop=True)
 
 
-def item_stats(df: pd.DataFrame) -> pd.DataFrame:
-    """product_id, n_ratings and product_title of a product-partitioned frame.
+def product_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows per product key: columns ``pkey``, ``n``."""
+    counts = df["pkey"].value_counts(sort=False)
+    return pd.DataFrame({"pkey": counts.index.to_numpy(np.uint64),
+                         "n": counts.to_numpy(np.int64)})
 
-    The title is the product's most frequent one (ties: the smallest string), since a few
-    products carry several titles in the source.
+
+def filter_partition(df: pd.DataFrame, keep_products: np.ndarray,
+                     min_customer_ratings: int) -> tuple[pd.DataFrame, dict]:
+    """Rows whose customer has enough ratings here and whose product key is in ``keep_products``.
+
+    ``df`` is sorted by customer (as :func:`dedupe_partition` leaves it) and holds all of each
+    of its customers' rows; ``keep_products`` is sorted. Returns the kept rows (still sorted)
+    and the rows removed by the customer minimum, then by the product minimum.
     """
-    if df.empty:
-        return pd.DataFrame({"product_id": pd.Series([], dtype=df["product_id"].dtype),
-                             "n_ratings": pd.Series([], dtype="int64"),
-                             "product_title": pd.Series([], dtype=df["product_title"].dtype)})
-    titles = (df.groupby(["product_id", "product_title"], sort=False).size().rename("k")
-              .reset_index()
-              .sort_values(["product_id", "k", "product_title"], ascending=[True, False, True])
-              .drop_duplicates("product_id"))
-    counts = df.groupby("product_id", sort=False).size().rename("n_ratings").reset_index()
-    out = counts.merge(titles[["product_id", "product_title"]], on="product_id")
-    out["n_ratings"] = out["n_ratings"].astype("int64")
-    return out
+    starts, lengths = _runs(df["ckey"].to_numpy())
+    customer_ok = np.repeat(lengths >= min_customer_ratings, lengths)
+    pkey = df["pkey"].to_numpy()
+    pos = np.minimum(np.searchsorted(keep_products, pkey), max(len(keep_products) - 1, 0))
+    product_ok = (keep_products[pos] == pkey) if len(keep_products) else np.zeros(len(df), bool)
+    removed = {"by_customer": int((~customer_ok).sum()),
+               "by_product": int((customer_ok & ~product_ok).sum())}
+    return df[customer_ok & product_ok].reset_index(drop=True), removed
+
+
+def days_and_split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``days_since_first`` and ``is_test`` for a customer-sorted frame, and its customers.
+
+    Returns
+    -------
+    rows : pandas.DataFrame
+        ``df`` plus ``days_since_first`` (float64 days) and ``is_test`` (each customer's
+        latest review).
+    customers : pandas.DataFrame
+        ``ckey``, ``customer_id``, ``n_ratings`` and ``first_review`` per customer: what
+        ``days_since_first`` counts from, kept so a prediction for a new date needs only the
+        id map.
+    """
+    starts, lengths = _runs(df["ckey"].to_numpy())
+    dates = df["review_date"].to_numpy()
+    first = np.repeat(dates[starts], lengths)
+    days = ((dates - first) // np.timedelta64(1, "D")).astype("float64")
+    is_test = np.zeros(len(df), dtype=bool)
+    is_test[starts + lengths - 1] = True
+    rows = df.assign(days_since_first=days, is_test=is_test)
+    customers = pd.DataFrame({"ckey": df["ckey"].to_numpy()[starts],
+                              "customer_id": df["customer_id"].take(starts).reset_index(drop=True),
+                              "n_ratings": lengths.astype("int64"),
+                              "first_review": df["review_date"].take(starts)
+                              .reset_index(drop=True)})
+    return rows, customers
+
+
+def title_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows per (pkey, product_id, product_title) of a part of reviews: for :func:`item_titles`."""
+    df = df[["product_id", "product_title"]].assign(
+        pkey=string_keys(df["product_id"], PRODUCT_SEED))
+    out = df.groupby(["pkey", "product_id", "product_title"], sort=False, observed=True).size()
+    return out.rename("k").reset_index()
+
+
+def item_titles(df: pd.DataFrame) -> pd.DataFrame:
+    """One ``product_id`` and ``product_title`` per ``pkey`` of a pkey-partitioned frame.
+
+    The title is the product's most frequent one (ties: the smallest string).
+    """
+    counts = df.groupby(["pkey", "product_id", "product_title"], sort=False).k.sum().reset_index()
+    ids = counts[["pkey", "product_id"]].drop_duplicates().sort_values("pkey")
+    _check_one_string_per_key(ids["pkey"].to_numpy(), ids["product_id"], "product")
+    best = (counts.sort_values(["pkey", "k", "product_title"], ascending=[True, False, True])
+            .drop_duplicates("pkey"))
+    return best[["pkey", "product_id", "product_title"]].reset_index(drop=True)
 
 
 def assign_ids(df: pd.DataFrame, offsets: list[int], id_column: str,
@@ -107,28 +236,51 @@ def assign_ids(df: pd.DataFrame, offsets: list[int], id_column: str,
     return df.assign(**{id_column: np.arange(start, start + len(df), dtype="int64")})
 
 
-def days_and_split(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``days_since_first`` and ``is_test`` (the customer's latest review) to a partition."""
-    df = df.sort_values(["customer_id", "review_date", "review_id"])
-    first = df.groupby("customer_id", sort=False)["review_date"].transform("min")
-    days = (df["review_date"] - first).dt.days.astype("float64")
-    is_test = ~df["customer_id"].duplicated(keep="last")
-    return df.assign(days_since_first=days, is_test=is_test)
+def join_users(rows: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+    """Add ``user`` to the rows of one part from the same part's customers (keyed by ckey)."""
+    joined = rows.merge(users[["ckey", "user"]], on="ckey", how="left", validate="many_to_one")
+    if joined["user"].isna().any():  # every kept customer has an id: a miss is a bug, not data
+        raise RuntimeError("prepare: a kept row has no user id")
+    return joined
 
 
 def shard_rows(df: pd.DataFrame, n_shards: int) -> pd.DataFrame:
-    """Add ``shard`` and ``order`` from a stable hash of (customer_id, product_id)."""
-    h = pd.util.hash_pandas_object(df[["customer_id", "product_id"]], index=False).to_numpy()
+    """Add ``shard`` and ``order`` from a stable hash of (ckey, pkey)."""
+    h = pd.util.hash_pandas_object(df[["ckey", "pkey"]], index=False).to_numpy()
     return df.assign(shard=(h % np.uint64(n_shards)).astype("int64"), order=h)
 
 
 def sort_shard(df: pd.DataFrame) -> pd.DataFrame:
     """Fixed row order inside a shard (hash order: shuffled, yet reproducible)."""
-    return df.sort_values(["order", "customer_id", "product_id"]).drop(columns=["order"])
+    return df.sort_values(["order", "ckey", "pkey"]).drop(columns=["order"])
 
 
-ROW_COLUMNS = ["user", "item", "days_since_first", "star_rating", "customer_id", "product_id",
-               "review_id", "review_date"]
+# --- tasks: one part in, files and small tables out ------------------------------------------
+
+def checkpoint_deduped(df: pd.DataFrame, url: str, storage_options: dict | None) -> dict:
+    """Write one deduplicated part; return its file name, rows and product counts."""
+    rows = partio.write_part(df, url, storage_options)
+    return {"file": url.rsplit("/", 1)[-1], "rows": rows, "products": product_counts(df)}
+
+
+def filter_round(df: pd.DataFrame, keep_products: np.ndarray, min_customer_ratings: int) -> dict:
+    """One k-core round on one part: the kept rows, the removals and their product counts."""
+    kept, removed = filter_partition(df, keep_products, min_customer_ratings)
+    return {"rows": kept, "removed": removed, "products": product_counts(kept)}
+
+
+def finish_part(df: pd.DataFrame, keep_products: np.ndarray, min_customer_ratings: int,
+                url: str, part: int, storage_options: dict | None) -> dict:
+    """Filter one part, add days and the split, write it to ``url``; return its tables.
+
+    Returns the removals, the part's customers (with ``part``, so their ids can be sent back
+    here) and its product counts.
+    """
+    kept, removed = filter_partition(df, keep_products, min_customer_ratings)
+    rows, customers = days_and_split(kept)
+    partio.write_part(rows, url, storage_options)
+    return {"removed": removed, "users": customers.assign(part=np.int64(part)),
+            "products": product_counts(kept)}
 
 
 # --- the stage ------------------------------------------------------------------------------
@@ -139,14 +291,6 @@ def _stage_parts(work: str, stage: str, storage_options: dict | None) -> tuple[d
         raise FmprepError(f"{storage.join(work, stage)} is missing or incomplete; run the "
                           "previous stage first (make data runs them all)")
     return manifest, [storage.join(work, stage, p) for p in manifest["parts"]]
-
-
-def _keep_products(rows: dd.DataFrame, settings: PrepSettings) -> pd.Index:
-    """Products with enough ratings in ``rows``; only this keep-set reaches the client."""
-    prod_n = rows["product_id"].value_counts(split_out=max(1, rows.npartitions // 8))
-    keep_products = pd.Index(
-        prod_n[prod_n >= settings.min_product_ratings].index.compute(), name="product_id")
-    return keep_products
 
 
 def _shuffle_method() -> str | None:
@@ -163,6 +307,18 @@ def _shuffle_method() -> str | None:
         return None
     except (ImportError, ValueError):
         return "tasks"
+
+
+def _keep_products(counts: list, min_product_ratings: int, split_out: int) -> np.ndarray:
+    """Sorted product keys with ≥ ``min_product_ratings`` rows over per-part ``counts``.
+
+    The counts are summed with Dask; only the keep-set reaches the client.
+    """
+    meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"), "n": pd.Series([], dtype="int64")})
+    total = dd.from_delayed(counts, meta=meta, verify_meta=False).groupby("pkey")["n"].sum(
+        split_out=split_out)
+    keep = total[total >= min_product_ratings].index.compute()
+    return np.sort(np.asarray(keep, dtype=np.uint64))
 
 
 def prepare(work: str, settings: PrepSettings, storage_options: dict | None = None,
@@ -202,37 +358,55 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     fs, path = storage.filesystem(out_manifest, storage_options)
     if fs.exists(path):
         fs.rm(path)
-    for d in ("_deduped", "train", "test", "users", "items"):
+    for d in ("_deduped", "_kept", "train", "test", "users", "items"):
         storage.reset_stage_dir(storage.join(work, d), storage_options)
+    n_parts = len(review_parts)
+    split_out = max(1, n_parts // 8)
 
-    # 1. One shuffle by customer; deduplicate; checkpoint so later passes re-read, not recompute.
-    reviews = partio.read_parts(review_parts, storage_options=storage_options)
-    by_customer = reviews.shuffle("customer_id", npartitions=reviews.npartitions)
-    deduped = by_customer.map_partitions(dedupe_partition)
+    # 1. One shuffle by customer key; dedupe; checkpoint, counting products on the way.
+    reviews = partio.read_parts(review_parts, columns=INPUT_COLUMNS,
+                                storage_options=storage_options).map_partitions(add_keys)
+    deduped = reviews.shuffle("ckey", npartitions=n_parts).map_partitions(
+        dedupe_partition, meta=reviews._meta)
     dedup_dir = storage.join(work, "_deduped")
-    written = dask.compute(*partio.write_parts_tasks(deduped, dedup_dir, storage_options))
+    parts = dask.persist(*[
+        dask.delayed(checkpoint_deduped)(part, storage.join(dedup_dir, f"part-{i:05d}.parquet"),
+                                         storage_options)
+        for i, part in enumerate(deduped.to_delayed())])
+    (written,) = dask.compute([(p["file"], p["rows"]) for p in parts])
     rows_in = ingested["totals"]["rows_valid"]
     rows_deduped = sum(r for _, r in written)
-    rows = partio.read_parts([storage.join(dedup_dir, n) for n, _ in written],
-                             storage_options=storage_options)
+    counts = [p["products"] for p in parts]
+    rows = [dask.delayed(partio.read_part)(storage.join(dedup_dir, name), None, storage_options)
+            for name, _ in written]
 
-    # 2. Long tail.
+    # 2. Long tail. k-core rounds keep their rows in memory (spilled by a cluster's workers);
+    #    the last round also adds days and the split and writes WORK/_kept.
     removed = {"by_customer": 0, "by_product": 0}
     iterations = 0
-    kept = rows
+    kept_dir = storage.join(work, "_kept")
+    kept_urls = [storage.join(kept_dir, name) for name, _ in written]
     while True:
         iterations += 1
-        keep_products = _keep_products(kept, settings)
-        stats = kept.map_partitions(filter_stats, keep_products, settings.min_customer_ratings,
-                                    meta={"by_customer": "int64", "by_product": "int64"}).sum()
-        stats = stats.compute()
-        removed["by_customer"] += int(stats["by_customer"])
-        removed["by_product"] += int(stats["by_product"])
-        kept = kept.map_partitions(filter_partition, keep_products, settings.min_customer_ratings)
-        if settings.filter_mode == "single" or int(stats.sum()) == 0:
-            break
-        # k-core: checkpoint each round so the lazy graph does not grow with the iterations.
-        kept = kept.persist()
+        keep_products = _keep_products(counts, settings.min_product_ratings, split_out)
+        if settings.filter_mode == "kcore":
+            rounds = dask.persist(*[dask.delayed(filter_round)(r, keep_products,
+                                                               settings.min_customer_ratings)
+                                    for r in rows])
+            (round_removed,) = dask.compute([r["removed"] for r in rounds])
+            removed["by_customer"] += sum(r["by_customer"] for r in round_removed)
+            removed["by_product"] += sum(r["by_product"] for r in round_removed)
+            rows, counts = [r["rows"] for r in rounds], [r["products"] for r in rounds]
+            if sum(r["by_customer"] + r["by_product"] for r in round_removed):
+                continue
+        finished = dask.persist(*[
+            dask.delayed(finish_part)(r, keep_products, settings.min_customer_ratings, url, i,
+                                      storage_options)
+            for i, (r, url) in enumerate(zip(rows, kept_urls))])
+        (last_removed,) = dask.compute([f["removed"] for f in finished])
+        removed["by_customer"] += sum(r["by_customer"] for r in last_removed)
+        removed["by_product"] += sum(r["by_product"] for r in last_removed)
+        break
     rows_kept = rows_deduped - removed["by_customer"] - removed["by_product"]
     if rows_kept == 0:
         raise FmprepError(
@@ -240,17 +414,31 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
             f" per customer, {settings.min_product_ratings} per product); lower "
             "MIN_CUSTOMER_RATINGS / MIN_PRODUCT_RATINGS or use a larger SOURCE")
 
-    # 3. Dense ids, by count descending then key; sorted maps are persisted so the partition
-    #    offsets and the numbering see the same partitions.
-    users = kept.map_partitions(customer_stats, meta={"customer_id": rows["customer_id"].dtype,
-                                                      "n_ratings": "int64",
-                                                      "first_review": rows["review_date"].dtype})
-    items = (kept[["product_id", "product_title"]]
-             .shuffle("product_id", npartitions=kept.npartitions)
-             .map_partitions(item_stats, meta={"product_id": rows["product_id"].dtype,
-                                               "n_ratings": "int64",
-                                               "product_title": rows["product_title"].dtype}))
-    # One pass over the rows for both maps; sorting then works on the small persisted stats.
+    # 3. Dense ids, by count descending then id, sorted on the small per-key tables; the
+    #    sorted maps are persisted so the partition offsets and the numbering see the same
+    #    partitions.
+    user_meta = pd.DataFrame({"ckey": pd.Series([], dtype="uint64"),
+                              "customer_id": pd.Series([], dtype="str"),
+                              "n_ratings": pd.Series([], dtype="int64"),
+                              "first_review": pd.Series([], dtype="datetime64[ms]"),
+                              "part": pd.Series([], dtype="int64")})
+    users = dd.from_delayed([f["users"] for f in finished], meta=user_meta, verify_meta=False)
+    product_meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"),
+                                 "n": pd.Series([], dtype="int64")})
+    item_n = (dd.from_delayed([f["products"] for f in finished], meta=product_meta,
+                              verify_meta=False)
+              .groupby("pkey")["n"].sum(split_out=split_out).rename("n_ratings").reset_index())
+    title_meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"),
+                               "product_id": pd.Series([], dtype="str"),
+                               "product_title": pd.Series([], dtype="str"),
+                               "k": pd.Series([], dtype="int64")})
+    titles = (partio.read_parts(review_parts, columns=["product_id", "product_title"],
+                                storage_options=storage_options)
+              .map_partitions(title_counts, meta=title_meta)
+              .shuffle("pkey", npartitions=split_out)
+              .map_partitions(item_titles, meta=title_meta[["pkey", "product_id",
+                                                            "product_title"]]))
+    items = item_n.merge(titles, on="pkey", how="left")
     users, items = dask.persist(users, items)
     users, items = dask.persist(
         users.sort_values(["n_ratings", "customer_id"], ascending=[False, True]),
@@ -265,10 +453,17 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
                                  meta=items._meta.assign(item=np.int64(0)))
     feature_dim = num_users + num_items + 1
 
-    # 4. days_since_first and the split while rows are still grouped by customer; then ids.
-    split = kept.map_partitions(days_and_split)
-    split = split.merge(users[["customer_id", "user"]], on="customer_id", how="inner")
-    split = split.merge(items[["product_id", "item"]], on="product_id", how="inner")
+    # 4. User ids go back to the part their customers came from (a shuffle of the users, not
+    #    of the rows); item ids are joined by Dask (broadcast while the items are few).
+    users_by_part = users[["part", "ckey", "user"]].set_index(
+        "part", divisions=list(range(n_parts)) + [n_parts - 1], sorted=False)
+    row_parts = [dask.delayed(join_users)(dask.delayed(partio.read_part)(url, None,
+                                                                         storage_options), u)
+                 for url, u in zip(kept_urls, users_by_part.to_delayed())]
+    row_meta = partio.read_part(kept_urls[0], None, storage_options).iloc[:0].assign(
+        user=np.int64(0))
+    split = dd.from_delayed(row_parts, meta=row_meta, verify_meta=False)
+    split = split.merge(items[["pkey", "item"]], on="pkey", how="inner")
     if settings.days_scale == "years":
         split["days_since_first"] = split["days_since_first"] / DAYS_PER_YEAR
         days_divisor = DAYS_PER_YEAR
@@ -294,6 +489,8 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
         items[["product_id", "item", "n_ratings", "product_title"]], storage.join(work, "items"),
         storage_options)
     (done,) = dask.compute(tasks)
+    if sum(r for _, r in done["train"]) + sum(r for _, r in done["test"]) != rows_kept:
+        raise RuntimeError("prepare: rows were lost joining the ids")
 
     counts = {
         "rows_in": int(rows_in),
