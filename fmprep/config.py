@@ -27,6 +27,9 @@ USED_COLUMNS = ("customer_id", "review_id", "product_id", "product_title", "star
 
 # --- file names inside WORK and OUTPUT --------------------------------------------------------
 MANIFEST = "manifest.json"          # each stage directory's completion marker, written last
+# WORK's Parquet: no dictionary pages. Most string columns are ids with few repeats, and
+# dictionary-encoding them made writing 3.5x slower for the same file size (snappy either way).
+PARQUET_OPTIONS = {"compression": "snappy", "use_dictionary": False}
 REJECTS_SAMPLE = "rejects.jsonl"    # per source file, beside the Parquet parts
 REJECTS_SAMPLE_SIZE = 100           # rejected rows kept per file and reason
 SHARD_SUFFIX = ".pbr"

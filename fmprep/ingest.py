@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from dask.utils import parse_bytes
 
 from . import partio, progress, storage
-from .config import MANIFEST, MANIFEST_FORMAT, REJECTS_SAMPLE
+from .config import MANIFEST, MANIFEST_FORMAT, PARQUET_OPTIONS, REJECTS_SAMPLE
 from .errors import FmprepError
 from .sources import (AUTO, BLOCK_SIZE, MAX_BLOCK_SIZE, REJECT_REASONS, REVIEWS_SCHEMA,
                       TITLE_REASONS, TITLES_SCHEMA, LineTooLong, check_format, clean_batch,
@@ -59,7 +59,7 @@ def _write_parts(src, tables, out_dir: str, prefix: str, schema: pa.Schema, part
                 name = f"{prefix}-{len(parts):05d}.parquet"
                 part_file = storage.open_file(storage.join(out_dir, name), "wb",
                                               storage_options).open()
-                writer = pq.ParquetWriter(part_file, schema)
+                writer = pq.ParquetWriter(part_file, schema, **PARQUET_OPTIONS)
                 parts.append({"file": name, "rows": 0})
             writer.write_table(table)
             part_rows += table.num_rows
@@ -186,7 +186,7 @@ def _write_reviews_part(df, url: str, storage_options) -> int:
     table = pa.Table.from_pandas(df[REVIEWS_SCHEMA.names], schema=REVIEWS_SCHEMA,
                                  preserve_index=False)
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, **PARQUET_OPTIONS)
     storage.write_bytes_atomic(url, sink.getvalue().to_pybytes(), storage_options)
     return len(df)
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import storage
+from .config import PARQUET_OPTIONS
 
 
 def read_part(url: str, columns: list[str] | None = None,
@@ -35,7 +36,7 @@ def read_parts(urls: list[str], columns: list[str] | None = None,
 def write_part(df: pd.DataFrame, url: str, storage_options: dict | None = None) -> int:
     """Write one partition as one Parquet file (atomically for local paths); return its rows."""
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), sink)
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), sink, **PARQUET_OPTIONS)
     storage.write_bytes_atomic(url, sink.getvalue().to_pybytes(), storage_options)
     return len(df)
 
