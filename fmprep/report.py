@@ -83,7 +83,8 @@ def count_distributions(urls: list[str], storage_options: dict | None = None) ->
     Parameters
     ----------
     urls : list of str
-        Parquet files with ``customer_id`` and ``product_id`` columns (WORK/_deduped).
+        Parquet files with the ``ckey`` and ``pkey`` columns (customer and product keys) of
+        WORK/_deduped.
     storage_options : dict, optional
         fsspec options.
 
@@ -96,14 +97,12 @@ def count_distributions(urls: list[str], storage_options: dict | None = None) ->
 
     from . import partio
 
-    rows = partio.read_parts(urls, columns=["customer_id", "product_id"],
-                             storage_options=storage_options)
+    rows = partio.read_parts(urls, columns=["ckey", "pkey"], storage_options=storage_options)
     split_out = max(1, rows.npartitions // 8)
     per = {col: rows[col].value_counts(split_out=split_out).value_counts()
-           for col in ("customer_id", "product_id")}
+           for col in ("ckey", "pkey")}
     computed = dask.compute(per)[0]
-    return {"customers": _histogram(computed["customer_id"]),
-            "products": _histogram(computed["product_id"])}
+    return {"customers": _histogram(computed["ckey"]), "products": _histogram(computed["pkey"])}
 
 
 def _channel_part_stats(url: str, channel: str, n_ids: int, divisor: float,

@@ -145,10 +145,9 @@ def test_report_numbers_match_an_independent_computation(prepped):
     stats = json.load(open(os.path.join(output, "report", "stats.json")))
     assert stats["key"] == manifest["key"]
 
-    deduped = pd.read_parquet(os.path.join(work, "_deduped"), columns=["customer_id",
-                                                                        "product_id"])
+    deduped = pd.read_parquet(os.path.join(work, "_deduped"), columns=["customer_id", "pkey"])
     assert len(deduped) == manifest["counts"]["rows_in"] - manifest["counts"]["duplicates_removed"]
-    for what, col in (("customers", "customer_id"), ("products", "product_id")):
+    for what, col in (("customers", "customer_id"), ("products", "pkey")):
         want = deduped[col].value_counts().value_counts().sort_index()
         dist = stats["distributions"][what]
         assert dist["histogram"] == [[int(k), int(n)] for k, n in want.items()]
@@ -169,20 +168,20 @@ def test_report_numbers_match_an_independent_computation(prepped):
     for ch, df in frames.items():
         assert stats[ch]["rows"] == len(df) == manifest["counts"][f"{ch}_rows"]
         assert stats[ch]["stars"] == [int((df["star_rating"] == s).sum()) for s in range(1, 6)]
-        first = df.merge(users, on="customer_id")
+        first = df.merge(users, on="user")
         days = (first["review_date"] - first["first_review"]).dt.days.to_numpy()
         assert stats[ch]["days"] == np.bincount(days).tolist()
 
     train, test = frames["train"], frames["test"]
-    cold_users = set(test["customer_id"]) - set(train["customer_id"])
-    cold_items = set(test["product_id"]) - set(train["product_id"])
+    cold_users = set(test["user"]) - set(train["user"])
+    cold_items = set(test["item"]) - set(train["item"])
     assert stats["cold_start"] == {
-        "test_customers": test["customer_id"].nunique(),
+        "test_customers": test["user"].nunique(),
         "test_customers_without_train": len(cold_users),
-        "test_rows_customer_without_train": int(test["customer_id"].isin(cold_users).sum()),
-        "test_products": test["product_id"].nunique(),
+        "test_rows_customer_without_train": int(test["user"].isin(cold_users).sum()),
+        "test_products": test["item"].nunique(),
         "test_products_without_train": len(cold_items),
-        "test_rows_product_without_train": int(test["product_id"].isin(cold_items).sum()),
+        "test_rows_product_without_train": int(test["item"].isin(cold_items).sum()),
     }
     assert stats["cold_start"]["test_customers_without_train"] > 0  # min 3: some have 1 left
 

@@ -76,7 +76,7 @@ def test_train_deploy_predict_undeploy(prepped, capsys):
         # The expected score: days since the customer's first train/test review, in years.
         rows = pd.concat([pq.read_table(os.path.join(work, ch)).to_pandas()
                           for ch in ("train", "test")])
-        first = rows.loc[rows["customer_id"] == customer, "review_date"].min()
+        first = rows.loc[rows["user"] == user, "review_date"].min()
         days = (np.datetime64("2016-01-01") - np.datetime64(first.date())).astype(int)
         fdim = manifest["feature_dim"]
         expected = model.predict([0, 3], [user, item, fdim - 1],

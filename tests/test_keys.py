@@ -1,0 +1,165 @@
+"""The fast paths under prepare and ingest, each against a plain-Python statement of its rule.
+
+* prepare's 64-bit keys (FNV-1a + MurmurHash3 finalizer, numba) and what happens when two ids
+  share one;
+* prepare's (customer, date, review_id) order, which compares review_ids only on ties;
+* ingest's strict YYYY-MM-DD parser (numba) against :mod:`datetime`;
+* ingest's parse-ahead thread: order, errors and early close.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from fmprep import prepare, sources
+from fmprep.errors import FmprepError
+
+MASK = (1 << 64) - 1
+
+
+def fnv1a_fmix64(text: str, seed: int) -> int:
+    """The key function written out in Python integers."""
+    h = 14695981039346656037 ^ seed
+    for byte in text.encode("utf-8"):
+        h = ((h ^ byte) * 1099511628211) & MASK
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & MASK
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & MASK
+    return h ^ (h >> 33)
+
+
+IDS = ["", "A", "52764559", "B00005JNO1", "AGBFYI2DDIKXC5Y4FARTYDTQBMFQ", "ünïcødé ✓", "x" * 300]
+
+
+def test_keys_are_the_documented_hash_whatever_the_array_layout():
+    want = np.array([fnv1a_fmix64(s, prepare.CUSTOMER_SEED) for s in IDS], dtype=np.uint64)
+    as_str = pd.Series(IDS, dtype="str")
+    assert (prepare.string_keys(as_str, prepare.CUSTOMER_SEED) == want).all()
+    assert (prepare.string_keys(pd.Series(IDS, dtype=object), prepare.CUSTOMER_SEED) == want).all()
+    chunked = pa.chunked_array([IDS[:3], IDS[3:]])
+    assert (prepare.string_keys(chunked, prepare.CUSTOMER_SEED) == want).all()
+    sliced = pa.array(["pad", "pad"] + IDS)[2:]
+    assert (prepare.string_keys(sliced, prepare.CUSTOMER_SEED) == want).all()
+    other = prepare.string_keys(as_str, prepare.PRODUCT_SEED)
+    assert not (other == want).any()
+
+
+def _rows(customers, ckeys, products, dates, review_ids):
+    df = pd.DataFrame({"customer_id": pd.Series(customers, dtype="str"),
+                       "review_id": pd.Series(review_ids, dtype="str"),
+                       "star_rating": np.float32(5),
+                       "review_date": pd.to_datetime(dates).astype("datetime64[ms]")})
+    return df.assign(ckey=np.array(ckeys, dtype=np.uint64),
+                     pkey=prepare.string_keys(pd.Series(products, dtype="str"),
+                                              prepare.PRODUCT_SEED))
+
+
+def test_two_customers_under_one_key_stop_the_run():
+    # Forced: both customers get key 7, and each has one review of the same product, so a
+    # dedupe that trusted the key would silently keep one of them.
+    df = _rows(["C1", "C2"], [7, 7], ["P1", "P1"], ["2015-01-01", "2015-01-02"], ["R1", "R2"])
+    with pytest.raises(FmprepError, match="'C1'.*'C2'|'C2'.*'C1'"):
+        prepare.dedupe_partition(df)
+    fine = _rows(["C1", "C1"], [7, 7], ["P1", "P1"], ["2015-01-01", "2015-01-02"], ["R1", "R2"])
+    assert prepare.dedupe_partition(fine)["review_date"].tolist() == [pd.Timestamp("2015-01-02")]
+
+
+def test_two_products_under_one_key_stop_the_run():
+    counts = pd.DataFrame({"pkey": np.array([5, 5], dtype=np.uint64),
+                           "tkey": np.array([1, 2], dtype=np.uint64),
+                           "product_id": pd.Series(["P1", "P2"], dtype="str"),
+                           "product_title": pd.Series(["a", "b"], dtype="str"),
+                           "k": [3, 1]})
+    with pytest.raises(FmprepError, match="product ids"):
+        prepare.item_titles(counts)
+    counts["product_id"] = pd.Series(["P1", "P1"], dtype="str")
+    assert prepare.item_titles(counts)["product_title"].tolist() == ["a"]
+
+
+def test_customer_order_equals_a_full_sort_with_many_ties():
+    rng = np.random.default_rng(3)
+    n = 5000
+    df = _rows([f"C{i}" for i in rng.integers(0, 50, n)], rng.integers(0, 50, n),
+               [f"P{i}" for i in rng.integers(0, 30, n)],
+               pd.Timestamp("2015-01-01") + pd.to_timedelta(rng.integers(0, 4, n), "D"),
+               [f"R{i:03d}" for i in rng.integers(0, 400, n)])
+    got = df.take(prepare.customer_order(df))[["ckey", "review_date", "review_id"]]
+    want = df.sort_values(["ckey", "review_date", "review_id"])[["ckey", "review_date",
+                                                                   "review_id"]]
+    assert got.reset_index(drop=True).equals(want.reset_index(drop=True))
+
+
+def test_item_title_is_the_most_frequent_then_smallest():
+    counts = pd.DataFrame({"pkey": np.array([1, 1, 1, 2, 2], dtype=np.uint64),
+                           "tkey": np.array([10, 11, 10, 20, 21], dtype=np.uint64),
+                           "product_id": pd.Series(["P", "P", "P", "Q", "Q"], dtype="str"),
+                           "product_title": pd.Series(["b", "a", "b", "z", "y"], dtype="str"),
+                           "k": [1, 2, 1, 4, 4]})
+    got = prepare.item_titles(counts).set_index("product_id")["product_title"].to_dict()
+    assert got == {"P": "a", "Q": "y"}  # P: a=2 ties b=1+1, smallest wins; Q: tie, smallest
+
+
+def _python_date(text: str):
+    if len(text) != 10 or not all(c in "0123456789" for c in text[:4] + text[5:7] + text[8:]):
+        return None
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        return None
+
+
+def test_iso_dates_accept_exactly_the_real_calendar_days():
+    day = dt.date(1899, 12, 1)
+    texts = []
+    while day < dt.date(2001, 3, 31):
+        texts.append(day.isoformat())
+        day += dt.timedelta(days=1)
+    texts += ["2014-02-30", "2014-13-01", "2014-00-10", "2014-01-00", "2014-01-32", "0000-01-01",
+              "1900-02-29", "2000-02-29", "2100-02-29", "2014-1-01", "2014/01/01", "", " 2014-01-0",
+              "2014-01-011", "２０１４-01-01", "2014-01-0a", "+014-01-01", "9999-12-31", "0001-01-01"]
+    values = pa.array(["pad"] + texts)[1:]  # sliced: the parser must honour the offset
+    dates, ok = sources.parse_iso_dates(values)
+    for text, got, valid in zip(texts, dates.to_pylist(), ok):
+        want = _python_date(text)
+        assert valid == (want is not None), text
+        if valid:
+            assert got == want, text
+
+
+def test_parse_ahead_keeps_order_raises_errors_and_stops_on_close():
+    assert list(sources._prefetched(iter(range(50)))) == list(range(50))
+
+    def failing():
+        yield 1
+        raise sources.LineTooLong()
+
+    got = []
+    with pytest.raises(sources.LineTooLong):
+        for x in sources._prefetched(failing()):
+            got.append(x)
+    assert got == [1]
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    before = threading.active_count()
+    it = sources._prefetched(endless(), depth=2)
+    assert next(it) == 0
+    it.close()  # the consumer stops early: the thread must end, not block on a full queue
+    time.sleep(0.3)
+    assert threading.active_count() == before
+    assert len(produced) < 10
