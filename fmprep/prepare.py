@@ -51,7 +51,11 @@ CUSTOMER_SEED = 0x43   # different seeds: a customer and a product with one id g
 PRODUCT_SEED = 0x50
 TITLE_SEED = 0x54
 CHECK_SEED = 0x21  # a second, independent key of customer_id: see dedupe_partition
-INPUT_COLUMNS = ["customer_id", "review_id", "product_id", "star_rating", "review_date"]
+INPUT_COLUMNS = ["customer_id", "review_id", "product_id", "product_title", "star_rating",
+                 "review_date"]
+BY_CUSTOMER = "_by_customer"  # WORK/_by_customer, WORK/_by_shard: the shuffles' files
+BY_PRODUCT = "_by_product"
+BY_SHARD = "_by_shard"
 # After dedupe a row needs its keys, its rating and date, and customer_id for the users map
 # (product ids and titles come from the reviews themselves; review_id only broke ties).
 DEDUPED_COLUMNS = ["ckey", "pkey", "customer_id", "star_rating", "review_date"]
@@ -106,14 +110,22 @@ def string_keys(values: pd.Series, seed: int) -> np.ndarray:
     return out
 
 
-def add_keys(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``ckey`` and ``pkey``, the 64-bit keys of customer_id and product_id.
+def key_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a part of reviews into keyed rows and its title counts.
 
-    product_id itself is dropped: rows need only its key (the item map gets the ids with the
-    titles), and every string column left out is one the shuffle does not move.
+    Returns
+    -------
+    rows : pandas.DataFrame
+        customer_id, review_id, star_rating, review_date, ``ckey`` and ``pkey`` (the 64-bit
+        keys of customer_id and product_id). product_id and product_title are left out: rows
+        need only the key, and each string column dropped is one the shuffle does not move.
+    titles : pandas.DataFrame
+        :func:`title_counts` of the part (where the item map gets product ids and titles).
     """
-    return df.assign(ckey=string_keys(df["customer_id"], CUSTOMER_SEED),
-                     pkey=string_keys(df["product_id"], PRODUCT_SEED)).drop(columns="product_id")
+    pkey = string_keys(df["product_id"], PRODUCT_SEED)
+    rows = df[["customer_id", "review_id", "star_rating", "review_date"]].assign(
+        ckey=string_keys(df["customer_id"], CUSTOMER_SEED), pkey=pkey)
+    return rows, title_counts(df["product_id"], df["product_title"], pkey)
 
 
 def _collision(kind: str, key, a, b) -> FmprepError:
@@ -239,19 +251,19 @@ def days_and_split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return rows, customers
 
 
-def title_counts(df: pd.DataFrame) -> pd.DataFrame:
+def title_counts(product_id: pd.Series, product_title: pd.Series,
+                 pkey: np.ndarray) -> pd.DataFrame:
     """Rows per (product, title) of a part of reviews: the input of :func:`item_titles`.
 
     Grouped on 64-bit keys of both strings; the strings of each group's first row are kept.
     """
-    keys = pd.DataFrame({"pkey": string_keys(df["product_id"], PRODUCT_SEED),
-                         "tkey": string_keys(df["product_title"], TITLE_SEED)})
+    keys = pd.DataFrame({"pkey": pkey, "tkey": string_keys(product_title, TITLE_SEED)})
     first = np.flatnonzero(~keys.duplicated().to_numpy())
     k = keys.groupby(["pkey", "tkey"], sort=False).size()
     out = keys.iloc[first].reset_index(drop=True)
     out["k"] = k.reindex(pd.MultiIndex.from_frame(out)).to_numpy(np.int64)
-    out["product_id"] = df["product_id"].take(first).reset_index(drop=True)
-    out["product_title"] = df["product_title"].take(first).reset_index(drop=True)
+    out["product_id"] = product_id.take(first).reset_index(drop=True)
+    out["product_title"] = product_title.take(first).reset_index(drop=True)
     return out[["pkey", "tkey", "product_id", "product_title", "k"]]
 
 
@@ -282,18 +294,18 @@ def assign_ids(df: pd.DataFrame, offsets: list[int], id_column: str,
     return df.assign(**{id_column: np.arange(start, start + len(df), dtype="int64")})
 
 
-def join_users(rows: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
-    """Add ``user`` to the rows of one part from the same part's customers (keyed by ckey)."""
-    joined = rows.merge(users[["ckey", "user"]], on="ckey", how="left", validate="many_to_one")
-    if joined["user"].isna().any():  # every kept customer has an id: a miss is a bug, not data
-        raise RuntimeError("prepare: a kept row has no user id")
+def join_ids(rows: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """Add ``user`` (from the part's own customers) and ``item`` (from all items) by key."""
+    joined = (rows.merge(users[["ckey", "user"]], on="ckey", how="inner", validate="many_to_one")
+              .merge(items[["pkey", "item"]], on="pkey", how="inner", validate="many_to_one"))
+    if len(joined) != len(rows):  # every kept row's customer and product has an id
+        raise RuntimeError("prepare: a kept row has no user or item id")
     return joined
 
 
-def shard_rows(df: pd.DataFrame, n_shards: int) -> pd.DataFrame:
-    """Add ``shard`` and ``order`` from a stable hash of (ckey, pkey)."""
-    h = pd.util.hash_pandas_object(df[["ckey", "pkey"]], index=False).to_numpy()
-    return df.assign(shard=(h % np.uint64(n_shards)).astype("int64"), order=h)
+def shard_hash(df: pd.DataFrame) -> np.ndarray:
+    """A stable 64-bit hash of (ckey, pkey): it picks a row's shard and its place there."""
+    return pd.util.hash_pandas_object(df[["ckey", "pkey"]], index=False).to_numpy()
 
 
 def sort_shard(df: pd.DataFrame) -> pd.DataFrame:
@@ -301,12 +313,42 @@ def sort_shard(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(["order", "ckey", "pkey"]).drop(columns=["order"])
 
 
-# --- tasks: one part in, files and small tables out ------------------------------------------
+# --- tasks: parts in, files and small tables out ----------------------------------------------
 
-def checkpoint_deduped(df: pd.DataFrame, url: str, storage_options: dict | None) -> dict:
-    """Write one deduplicated part; return its file name, rows and product counts."""
-    rows = partio.write_part(df, url, storage_options)
-    return {"file": url.rsplit("/", 1)[-1], "rows": rows, "products": product_counts(df)}
+def _bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
+    return (keys % np.uint64(n_buckets)).astype(np.int64)
+
+
+def scatter_reviews(url: str, out_url: str, titles_url: str, n_buckets: int,
+                    n_title_buckets: int, storage_options: dict | None) -> None:
+    """Map side of the shuffles by customer and by product, for one reviews part.
+
+    The keyed rows go to ``out_url`` bucketed by ckey, the part's title counts (see
+    :func:`key_rows`) to ``titles_url`` bucketed by pkey.
+    """
+    rows, titles = key_rows(partio.read_part(url, INPUT_COLUMNS, storage_options))
+    partio.write_buckets(rows, _bucket_of(rows["ckey"].to_numpy(), n_buckets), n_buckets,
+                         out_url, storage_options)
+    partio.write_buckets(titles, _bucket_of(titles["pkey"].to_numpy(), n_title_buckets),
+                         n_title_buckets, titles_url, storage_options)
+
+
+def titles_bucket(urls: list[str], bucket: int, keep_products: np.ndarray,
+                  storage_options: dict | None) -> pd.DataFrame:
+    """Reduce side: :func:`item_titles` of the kept products in one product bucket."""
+    counts = partio.read_bucket(urls, bucket, storage_options)
+    return item_titles(counts[pd.Index(counts["pkey"].to_numpy()).isin(keep_products)])
+
+
+def dedupe_bucket(urls: list[str], bucket: int, out_url: str,
+                  storage_options: dict | None) -> dict:
+    """Reduce side: every row of one customer bucket → deduplicated, sorted, written to ``out_url``.
+
+    Returns the file name, its rows and its product counts.
+    """
+    df = dedupe_partition(partio.read_bucket(urls, bucket, storage_options))
+    rows = partio.write_part(df, out_url, storage_options)
+    return {"file": out_url.rsplit("/", 1)[-1], "rows": rows, "products": product_counts(df)}
 
 
 def filter_round(df: pd.DataFrame, keep_products: np.ndarray, min_customer_ratings: int) -> dict:
@@ -320,13 +362,39 @@ def finish_part(df: pd.DataFrame, keep_products: np.ndarray, min_customer_rating
     """Filter one part, add days and the split, write it to ``url``; return its tables.
 
     Returns the removals, the part's customers (with ``part``, so their ids can be sent back
-    here) and its product counts.
+    here), its product counts and its largest ``days_since_first``.
     """
     kept, removed = filter_partition(df, keep_products, min_customer_ratings)
     rows, customers = days_and_split(kept)
     partio.write_part(rows, url, storage_options)
     return {"removed": removed, "users": customers.assign(part=np.int64(part)),
-            "products": product_counts(kept)}
+            "products": product_counts(kept),
+            "max_days": float(rows["days_since_first"].max()) if len(rows) else 0.0}
+
+
+def scatter_shards(url: str, users: pd.DataFrame, items: pd.DataFrame, days_divisor: float,
+                   train_shards: int, test_shards: int, out_url: str,
+                   storage_options: dict | None) -> None:
+    """Map side of the shuffle into shards: one kept part with ids → ``out_url``, bucketed.
+
+    Bucket ``s < train_shards`` is train shard ``s``; bucket ``train_shards + s`` test shard
+    ``s``.
+    """
+    rows = join_ids(partio.read_part(url, None, storage_options), users, items)
+    rows["days_since_first"] = rows["days_since_first"] / days_divisor
+    h = shard_hash(rows)
+    is_test = rows["is_test"].to_numpy()
+    buckets = np.where(is_test, train_shards + (h % np.uint64(test_shards)).astype(np.int64),
+                       (h % np.uint64(train_shards)).astype(np.int64))
+    partio.write_buckets(rows[ROW_COLUMNS + ["ckey", "pkey"]].assign(order=h), buckets,
+                         train_shards + test_shards, out_url, storage_options)
+
+
+def gather_shard(urls: list[str], bucket: int, out_url: str,
+                 storage_options: dict | None) -> int:
+    """Reduce side: one shard's rows from every part, in shard order, written to ``out_url``."""
+    df = sort_shard(partio.read_bucket(urls, bucket, storage_options))[ROW_COLUMNS]
+    return partio.write_part(df, out_url, storage_options)
 
 
 # --- the stage ------------------------------------------------------------------------------
@@ -353,6 +421,17 @@ def _shuffle_method() -> str | None:
         return None
     except (ImportError, ValueError):
         return "tasks"
+
+
+def _after(value, *done):
+    """``value``, once the tasks ``done`` have run (a barrier in the task graph)."""
+    return value
+
+
+def _remove_dir(url: str, storage_options: dict | None) -> None:
+    fs, path = storage.filesystem(url, storage_options)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def _keep_products(counts: list, min_product_ratings: int, split_out: int) -> np.ndarray:
@@ -404,26 +483,29 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     fs, path = storage.filesystem(out_manifest, storage_options)
     if fs.exists(path):
         fs.rm(path)
-    for d in ("_deduped", "_kept", "train", "test", "users", "items"):
+    for d in (BY_CUSTOMER, BY_PRODUCT, "_deduped", "_kept", BY_SHARD, "train", "test", "users", "items"):
         storage.reset_stage_dir(storage.join(work, d), storage_options)
     n_parts = len(review_parts)
     split_out = max(1, n_parts // 8)
+    delayed = dask.delayed
 
-    # 1. One shuffle by customer key; dedupe; checkpoint, counting products on the way.
-    reviews = partio.read_parts(review_parts, columns=INPUT_COLUMNS,
-                                storage_options=storage_options).map_partitions(add_keys)
-    deduped = reviews.shuffle("ckey", npartitions=n_parts).map_partitions(
-        dedupe_partition, meta=reviews._meta[DEDUPED_COLUMNS])
+    # 1. The rows go to customer buckets through files (memory: one part per task); each bucket
+    #    is deduplicated, sorted by customer and written to _deduped, counting products.
+    scattered = [storage.join(work, BY_CUSTOMER, f"part-{i:05d}.parquet") for i in range(n_parts)]
+    title_files = [storage.join(work, BY_PRODUCT, f"part-{i:05d}.parquet") for i in range(n_parts)]
+    maps = [delayed(scatter_reviews)(url, out, titles_out, n_parts, n_parts, storage_options)
+            for url, out, titles_out in zip(review_parts, scattered, title_files)]
     dedup_dir = storage.join(work, "_deduped")
+    after_maps = delayed(_after)(scattered, *maps)  # every bucket needs every map's file
     parts = dask.persist(*[
-        dask.delayed(checkpoint_deduped)(part, storage.join(dedup_dir, f"part-{i:05d}.parquet"),
-                                         storage_options)
-        for i, part in enumerate(deduped.to_delayed())])
+        delayed(dedupe_bucket)(after_maps, i, storage.join(dedup_dir, f"part-{i:05d}.parquet"),
+                               storage_options)
+        for i in range(n_parts)])
     (written,) = dask.compute([(p["file"], p["rows"]) for p in parts])
     rows_in = ingested["totals"]["rows_valid"]
     rows_deduped = sum(r for _, r in written)
     counts = [p["products"] for p in parts]
-    rows = [dask.delayed(partio.read_part)(storage.join(dedup_dir, name), None, storage_options)
+    rows = [delayed(partio.read_part)(storage.join(dedup_dir, name), None, storage_options)
             for name, _ in written]
 
     # 2. Long tail. k-core rounds keep their rows in memory (spilled by a cluster's workers);
@@ -436,8 +518,8 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
         iterations += 1
         keep_products = _keep_products(counts, settings.min_product_ratings, split_out)
         if settings.filter_mode == "kcore":
-            rounds = dask.persist(*[dask.delayed(filter_round)(r, keep_products,
-                                                               settings.min_customer_ratings)
+            rounds = dask.persist(*[delayed(filter_round)(r, keep_products,
+                                                          settings.min_customer_ratings)
                                     for r in rows])
             (round_removed,) = dask.compute([r["removed"] for r in rounds])
             removed["by_customer"] += sum(r["by_customer"] for r in round_removed)
@@ -446,10 +528,11 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
             if sum(r["by_customer"] + r["by_product"] for r in round_removed):
                 continue
         finished = dask.persist(*[
-            dask.delayed(finish_part)(r, keep_products, settings.min_customer_ratings, url, i,
-                                      storage_options)
+            delayed(finish_part)(r, keep_products, settings.min_customer_ratings, url, i,
+                                 storage_options)
             for i, (r, url) in enumerate(zip(rows, kept_urls))])
-        (last_removed,) = dask.compute([f["removed"] for f in finished])
+        (last_removed, max_days) = dask.compute([f["removed"] for f in finished],
+                                                [f["max_days"] for f in finished])
         removed["by_customer"] += sum(r["by_customer"] for r in last_removed)
         removed["by_product"] += sum(r["by_product"] for r in last_removed)
         break
@@ -475,16 +558,13 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
                               verify_meta=False)
               .groupby("pkey")["n"].sum(split_out=split_out).rename("n_ratings").reset_index())
     title_meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"),
-                               "tkey": pd.Series([], dtype="uint64"),
                                "product_id": pd.Series([], dtype="str"),
-                               "product_title": pd.Series([], dtype="str"),
-                               "k": pd.Series([], dtype="int64")})
-    titles = (partio.read_parts(review_parts, columns=["product_id", "product_title"],
-                                storage_options=storage_options)
-              .map_partitions(title_counts, meta=title_meta)
-              .shuffle("pkey", npartitions=max(2, split_out))
-              .map_partitions(item_titles, meta=title_meta[["pkey", "product_id",
-                                                            "product_title"]]))
+                               "product_title": pd.Series([], dtype="str")})
+    titles = dd.from_delayed([delayed(titles_bucket)(title_files, j, keep_products,
+                                                     storage_options)
+                              for j in range(n_parts)],
+                             meta=title_meta,
+                             verify_meta=False)
     items = item_n.merge(titles, on="pkey", how="left")
     users, items = dask.persist(users, items)
     users, items = dask.persist(
@@ -499,36 +579,32 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     items = items.map_partitions(assign_ids, item_offsets, "item",
                                  meta=items._meta.assign(item=np.int64(0)))
     feature_dim = num_users + num_items + 1
-
-    # 4. User ids go back to the part their customers came from (a shuffle of the users, not
-    #    of the rows); item ids are joined by Dask (broadcast while the items are few).
-    users_by_part = users[["part", "ckey", "user"]].set_index(
-        "part", divisions=list(range(n_parts)) + [n_parts - 1], sorted=False)
-    row_parts = [dask.delayed(join_users)(dask.delayed(partio.read_part)(url, None,
-                                                                         storage_options), u)
-                 for url, u in zip(kept_urls, users_by_part.to_delayed())]
-    row_meta = partio.read_part(kept_urls[0], None, storage_options).iloc[:0].assign(
-        user=np.int64(0))
-    split = dd.from_delayed(row_parts, meta=row_meta, verify_meta=False)
-    split = split.merge(items[["pkey", "item"]], on="pkey", how="inner")
     if settings.days_scale == "years":
-        split["days_since_first"] = split["days_since_first"] / DAYS_PER_YEAR
         days_divisor = DAYS_PER_YEAR
     elif settings.days_scale == "unit":
-        days_divisor = float(split["days_since_first"].max().compute()) or 1.0
-        split["days_since_first"] = split["days_since_first"] / days_divisor
+        days_divisor = max(max_days) or 1.0
     else:
         days_divisor = 1.0
 
-    tasks = {}
-    for channel, n_shards, mask in (("train", settings.train_shards, ~split["is_test"]),
-                                    ("test", settings.test_shards, split["is_test"])):
-        part = split[mask].map_partitions(shard_rows, n_shards)
-        divisions = list(range(n_shards)) + [n_shards - 1]
-        part = part.set_index("shard", divisions=divisions, sorted=False)
-        part = part.map_partitions(sort_shard)[ROW_COLUMNS]
-        tasks[channel] = partio.write_parts_tasks(part, storage.join(work, channel),
-                                                  storage_options)
+    # 4. User ids go back to the part their customers came from (a shuffle of the users, not
+    #    of the rows); the item map (two integers per item) goes to every part. The rows then
+    #    go to their shards through files, as in step 1.
+    users_by_part = users[["part", "ckey", "user"]].set_index(
+        "part", divisions=list(range(n_parts)) + [n_parts - 1], sorted=False).to_delayed()
+    item_map = delayed(pd.concat)(items[["pkey", "item"]].to_delayed(), ignore_index=True)
+    n_train, n_test = settings.train_shards, settings.test_shards
+    by_shard = [storage.join(work, BY_SHARD, f"part-{i:05d}.parquet") for i in range(n_parts)]
+    shard_maps = [delayed(scatter_shards)(url, u, item_map, days_divisor, n_train, n_test, out,
+                                          storage_options)
+                  for url, u, out in zip(kept_urls, users_by_part, by_shard)]
+    after_shard_maps = delayed(_after)(by_shard, *shard_maps)
+    names = {ch: [f"part-{s:05d}.parquet" for s in range(n)]
+             for ch, n in (("train", n_train), ("test", n_test))}
+    buckets = [("train", name) for name in names["train"]] + [("test", name)
+                                                               for name in names["test"]]
+    tasks = {"shards": [delayed(gather_shard)(after_shard_maps, b, storage.join(work, ch, name),
+                                              storage_options)
+                        for b, (ch, name) in enumerate(buckets)]}
     tasks["users"] = partio.write_parts_tasks(
         users[["customer_id", "user", "n_ratings", "first_review"]], storage.join(work, "users"),
         storage_options)
@@ -536,8 +612,14 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
         items[["product_id", "item", "n_ratings", "product_title"]], storage.join(work, "items"),
         storage_options)
     (done,) = dask.compute(tasks)
-    if sum(r for _, r in done["train"]) + sum(r for _, r in done["test"]) != rows_kept:
-        raise RuntimeError("prepare: rows were lost joining the ids")
+    # Only now: until here a lost worker's results are recomputed from these files.
+    for d in (BY_CUSTOMER, BY_PRODUCT, BY_SHARD):
+        _remove_dir(storage.join(work, d), storage_options)
+    shard_rows = done.pop("shards")
+    done["train"] = list(zip(names["train"], shard_rows[:n_train]))
+    done["test"] = list(zip(names["test"], shard_rows[n_train:]))
+    if sum(shard_rows) != rows_kept:
+        raise RuntimeError("prepare: rows were lost on the way to the shards")
 
     counts = {
         "rows_in": int(rows_in),
