@@ -11,6 +11,15 @@ from .errors import FmprepError
 log = logging.getLogger(__name__)
 
 
+def _dashboard(client) -> str:
+    """``", dashboard <link>"`` when the scheduler serves one, else ``", no dashboard"``."""
+    try:
+        served = "dashboard" in client.scheduler_info().get("services", {})
+    except Exception:  # an old or unusual scheduler: say nothing rather than fail the run
+        return ""
+    return f", dashboard {client.dashboard_link}" if served else ", no dashboard"
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, memory_limit: str = "auto"):
     """Connect to the scheduler named by ``scheduler`` for the duration of the block.
@@ -40,7 +49,8 @@ def dask_client(scheduler: str | None = None, memory_limit: str = "auto"):
                           processes=True, memory_limit=memory_limit,
                           dashboard_address="127.0.0.1:0", host="127.0.0.1") as cluster, \
                 Client(cluster) as client:
-            log.info("dask: LocalCluster, dashboard %s", client.dashboard_link)
+            log.info("dask: LocalCluster of %d processes%s", len(cluster.workers),
+                     _dashboard(client))
             yield client
         return
     try:
@@ -52,5 +62,5 @@ def dask_client(scheduler: str | None = None, memory_limit: str = "auto"):
         raise FmprepError(f"cannot reach the Dask scheduler at {address} ({err}); start it or "
                           "fix SCHEDULER=") from None
     with client:
-        log.info("dask: %s, dashboard %s", address, client.dashboard_link)
+        log.info("dask: %s%s", address, _dashboard(client))
         yield client

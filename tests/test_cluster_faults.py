@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,11 @@ def test_make_data_on_scheduler_and_worker_processes_with_s3(tmp_path, s3, sampl
              "OUTPUT=s3://fmprep-test/out", f"SCHEDULER={sched_file}", "TRAIN_SHARDS=4",
              "PART_SIZE=1MB"], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
+        # The dashboard link is printed, and it serves the dashboard (bokeh is installed).
+        link = re.search(r"dashboard (http://127\.0\.0\.1:\d+/status)", done.stderr)
+        assert link, done.stderr[-2000:]
+        page = urllib.request.urlopen(link.group(1), timeout=30).read().decode("utf-8", "replace")
+        assert "needs bokeh" not in page and "<html" in page.lower()
     finally:
         stop(procs)
     got = json.loads(s3.cat("fmprep-test/out/manifest.json"))
