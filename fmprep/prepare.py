@@ -344,11 +344,15 @@ def dedupe_bucket(urls: list[str], bucket: int, out_url: str,
                   storage_options: dict | None) -> dict:
     """Reduce side: every row of one customer bucket → deduplicated, sorted, written to ``out_url``.
 
-    Returns the file name, its rows and its product counts.
+    Returns the file name, its rows, its product counts and its histogram of ratings per
+    customer (``h[k]`` customers have ``k`` rows).
     """
     df = dedupe_partition(partio.read_bucket(urls, bucket, storage_options))
     rows = partio.write_part(df, out_url, storage_options)
-    return {"file": out_url.rsplit("/", 1)[-1], "rows": rows, "products": product_counts(df)}
+    # A bucket holds all of its customers' rows, so these histograms add up across buckets.
+    _, ratings_per_customer = _runs(df["ckey"].to_numpy())
+    return {"file": out_url.rsplit("/", 1)[-1], "rows": rows, "products": product_counts(df),
+            "customer_histogram": np.bincount(ratings_per_customer)}
 
 
 def filter_round(df: pd.DataFrame, keep_products: np.ndarray, min_customer_ratings: int) -> dict:
@@ -434,16 +438,23 @@ def _remove_dir(url: str, storage_options: dict | None) -> None:
         fs.rm(path, recursive=True)
 
 
-def _keep_products(counts: list, min_product_ratings: int, split_out: int) -> np.ndarray:
+def _keep_products(counts: list, min_product_ratings: int,
+                   split_out: int) -> tuple[np.ndarray, dict]:
     """Sorted product keys with ≥ ``min_product_ratings`` rows over per-part ``counts``.
 
-    The counts are summed with Dask; only the keep-set reaches the client.
+    The counts are summed with Dask; only the keep-set and ``{k: products with k rows}``
+    reach the client.
     """
     meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"), "n": pd.Series([], dtype="int64")})
     total = dd.from_delayed(counts, meta=meta, verify_meta=False).groupby("pkey")["n"].sum(
         split_out=split_out)
-    keep = total[total >= min_product_ratings].index.compute()
-    return np.sort(np.asarray(keep, dtype=np.uint64))
+    keep, histogram = dask.compute(total[total >= min_product_ratings].index, total.value_counts())
+    return np.sort(np.asarray(keep, dtype=np.uint64)), histogram.to_dict()
+
+
+def _histogram_pairs(histogram: dict) -> list[list[int]]:
+    """``{k: n_k}`` → ``[[k, n_k], …]`` for k ascending, leaving out ``n_k == 0``."""
+    return [[int(k), int(n)] for k, n in sorted(histogram.items()) if n]
 
 
 def prepare(work: str, settings: PrepSettings, storage_options: dict | None = None,
@@ -501,10 +512,14 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
         delayed(dedupe_bucket)(after_maps, i, storage.join(dedup_dir, f"part-{i:05d}.parquet"),
                                storage_options)
         for i in range(n_parts)])
-    (written,) = dask.compute([(p["file"], p["rows"]) for p in parts])
+    written, histograms = dask.compute([(p["file"], p["rows"]) for p in parts],
+                                       [p["customer_histogram"] for p in parts])
     rows_in = ingested["totals"]["rows_valid"]
     rows_deduped = sum(r for _, r in written)
     counts = [p["products"] for p in parts]
+    longest = max((len(h) for h in histograms), default=0)
+    customer_histogram = sum((np.pad(h, (0, longest - len(h))) for h in histograms),
+                             np.zeros(longest, np.int64))
     rows = [delayed(partio.read_part)(storage.join(dedup_dir, name), None, storage_options)
             for name, _ in written]
 
@@ -516,7 +531,10 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     kept_urls = [storage.join(kept_dir, name) for name, _ in written]
     while True:
         iterations += 1
-        keep_products = _keep_products(counts, settings.min_product_ratings, split_out)
+        keep_products, histogram = _keep_products(counts, settings.min_product_ratings,
+                                                  split_out)
+        if iterations == 1:  # before any filter: what the report plots
+            product_histogram = histogram
         if settings.filter_mode == "kcore":
             rounds = dask.persist(*[delayed(filter_round)(r, keep_products,
                                                           settings.min_customer_ratings)
@@ -635,6 +653,9 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
         "format": MANIFEST_FORMAT, "stage": "prepare", "key": key, "settings": settings.to_dict(),
         "num_users": num_users, "num_items": num_items, "feature_dim": feature_dim,
         "days_divisor": days_divisor, "counts": counts,
+        # Ratings per customer and per product after dedupe, before the filters: [[k, n_k], …]
+        "distributions": {"customers": _histogram_pairs(dict(enumerate(customer_histogram))),
+                          "products": _histogram_pairs(product_histogram)},
         "parts": {k: [{"file": n, "rows": r} for n, r in v] for k, v in done.items()},
     }
     storage.write_json(out_manifest, manifest, storage_options)

@@ -66,45 +66,6 @@ def _read_column(url: str, columns: list[str], storage_options: dict | None):
         return pq.read_table(f, columns=columns)
 
 
-def _list_parts(directory: str, storage_options: dict | None) -> list[str]:
-    fs, path = storage.filesystem(directory, storage_options)
-    found = sorted(fs.glob(posixpath.join(path.rstrip("/"), "*.parquet")))
-    return [storage.to_url(fs, p) for p in found]
-
-
-def _histogram(counts) -> list[list[int]]:
-    """``[[k, number of keys with k rows], …]``, ascending k, from a value_counts result."""
-    return [[int(k), int(n)] for k, n in sorted(counts.items())]
-
-
-def count_distributions(urls: list[str], storage_options: dict | None = None) -> dict:
-    """Ratings per customer and per product over Parquet parts, out of core.
-
-    Parameters
-    ----------
-    urls : list of str
-        Parquet files with the ``ckey`` and ``pkey`` columns (customer and product keys) of
-        WORK/_deduped.
-    storage_options : dict, optional
-        fsspec options.
-
-    Returns
-    -------
-    dict
-        ``customers`` and ``products``: ``[[k, n_k], …]`` -- ``n_k`` keys have exactly ``k`` rows.
-    """
-    import dask
-
-    from . import partio
-
-    rows = partio.read_parts(urls, columns=["ckey", "pkey"], storage_options=storage_options)
-    split_out = max(1, rows.npartitions // 8)
-    per = {col: rows[col].value_counts(split_out=split_out).value_counts()
-           for col in ("ckey", "pkey")}
-    computed = dask.compute(per)[0]
-    return {"customers": _histogram(computed["ckey"]), "products": _histogram(computed["pkey"])}
-
-
 def _channel_part_stats(url: str, channel: str, n_ids: int, divisor: float,
                         storage_options: dict | None) -> dict:
     """Star ratings, integer days_since_first and the ids seen in one train/test part."""
@@ -260,11 +221,10 @@ def compute_stats(manifest: dict, work: str, storage_options: dict | None = None
             prepared.get("settings") != manifest.get("settings"):
         raise FmprepError(f"{work} was prepared with other data or settings than "
                           f"{manifest.get('work', 'OUTPUT')} holds; rerun make data")
-    deduped = _list_parts(storage.join(work, "_deduped"), storage_options)
-    if not deduped:
-        raise FmprepError(f"no Parquet parts in {storage.join(work, '_deduped')}; rerun make data "
-                          "with FORCE=1")
-    dists = count_distributions(deduped, storage_options)
+    dists = prepared.get("distributions")
+    if dists is None:  # WORK from a version of fmprep that did not count them while preparing
+        raise FmprepError(f"{work} holds no ratings distributions (WORK/manifest.json); rerun "
+                          "make data with FORCE=1")
     settings = manifest.get("settings", {})
     thresholds = {"customers": settings.get("min_customer_ratings"),
                   "products": settings.get("min_product_ratings")}

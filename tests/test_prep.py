@@ -89,6 +89,16 @@ def test_kcore_leaves_every_customer_and_product_above_minimum(tmp_path, sample_
     assert manifest["counts"]["filter_iterations"] > 1
     assert np.unique(rows[:, 0], return_counts=True)[1].min() >= 5
     assert np.unique(rows[:, 1], return_counts=True)[1].min() >= 10
+    # The ratings distributions WORK keeps for the report are those before any filter round:
+    # the same as a single-pass run's, and they add up to the deduplicated rows.
+    single, single_work, _ = run(tmp_path, source, name="single", min_customer_ratings=5,
+                                 min_product_ratings=10)
+    dists = [json.load(open(os.path.join(w, "manifest.json")))["distributions"]
+             for w in (work, single_work)]
+    assert dists[0] == dists[1]
+    deduped = single["counts"]["rows_in"] - single["counts"]["duplicates_removed"]
+    for what in ("customers", "products"):
+        assert sum(k * n for k, n in dists[0][what]) == deduped
 
 
 def test_days_scale_years_divides_days(tmp_path, sample_file):

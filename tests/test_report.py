@@ -258,11 +258,22 @@ def test_errors_name_the_fix(prepped, tmp_path):
     storage.write_json(os.path.join(other, "manifest.json"), changed)
     with pytest.raises(FmprepError, match="rerun make data"):
         report.write_report(other, work=work)
+    # WORK prepared before the distributions were counted there: one line naming the fix.
+    old_work = str(tmp_path / "old_work")
+    os.makedirs(old_work)
+    prepared = json.load(open(os.path.join(work, "manifest.json")))
+    del prepared["distributions"]
+    storage.write_json(os.path.join(old_work, "manifest.json"), prepared)
+    out2 = str(tmp_path / "out2")
+    os.makedirs(out2)
+    storage.write_json(os.path.join(out2, "manifest.json"), manifest)
+    with pytest.raises(FmprepError, match="FORCE=1"):
+        report.write_report(out2, work=old_work)
 
 
 def test_report_on_s3(prepped, s3):
     output, work, manifest, _ = prepped
-    for name in ("_deduped", "train", "test"):
+    for name in ("train", "test"):  # the distributions come from WORK's manifest
         s3.put(os.path.join(work, name), f"fmprep-test/work/{name}", recursive=True)
     s3.put(os.path.join(work, "manifest.json"), "fmprep-test/work/manifest.json")
     s3.put(os.path.join(output, "manifest.json"), "fmprep-test/out/manifest.json")
