@@ -30,7 +30,7 @@ help: ## list every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: SOURCE WORK OUTPUT MIN_CUSTOMER_RATINGS MIN_PRODUCT_RATINGS FILTER_MODE"
 	@echo "             TRAIN_SHARDS TEST_SHARDS DAYS_SCALE PART_SIZE SCHEDULER FORMAT META FORCE QUIET ROWS SEED LAYOUT"
-	@echo "  bench:      BENCH_SIZES SKIP_REFERENCE_ABOVE"
+	@echo "  bench:      BENCH_SIZES SKIP_REFERENCE_ABOVE BENCH_CAPPED_ROWS"
 	@echo "  train/serve: BACKEND ROLE REGION INSTANCE_TYPE INSTANCE_COUNT IMAGE_URI EPOCHS NUM_FACTORS"
 	@echo "             PREDICTOR_TYPE MINI_BATCH_SIZE HP PORT CUSTOMER PRODUCT DATE"
 	@echo "examples:"
@@ -94,9 +94,11 @@ undeploy: $(STAMP) ## stop the local server, or delete the SageMaker endpoint, i
 	$(TD) undeploy $(TD_ARGS)
 
 BENCH_SIZES ?= 100000,1000000,4000000
-bench: $(STAMP) ## encoder vs SDK writer; make data vs the pandas reference and the machine floor at BENCH_SIZES rows
+BENCH_CAPPED_ROWS ?= 10000000
+bench: $(STAMP) ## encoder vs SDK writer; make data vs the pandas reference and the machine floor at BENCH_SIZES rows; 10 M rows on 2 workers capped at 1 GiB
 	$(PY) benchmarks/bench_encoder.py
 	$(PY) benchmarks/bench_scale.py --rows $(BENCH_SIZES) $(call opt,SKIP_REFERENCE_ABOVE,--skip-reference-above)
+	$(PY) benchmarks/bench_data.py --rows $(BENCH_CAPPED_ROWS) --workers 2 --memory-limit 1GiB --out data/bench/capped.json
 
 clean: ## stop a local server, remove data/work and data/output (keeps the sample and .venv)
 	@if [ -f data/output/endpoint.json ]; then $(PY) scripts/train_deploy.py undeploy --output data/output; fi

@@ -1,25 +1,34 @@
 """Wall time, rows/s and peak memory of `fmprep data` on a generated review file.
 
 Usage: python benchmarks/bench_data.py --rows 2000000 [--scheduler threads|local] [--dir DIR]
-       python benchmarks/bench_data.py --rows 10000000 --workers 2 --memory-limit 1GiB
+       python benchmarks/bench_data.py --rows 10000000 --workers 2 --memory-limit 1GiB \\
+           [--out data/bench/capped.json]
 
 Generates the file once (kept in DIR), then runs the whole prep with --force in a child
-process and reports its wall time and the peak resident memory of the child (and of the
-largest worker). With --workers it first starts a `dask scheduler` and that many `dask worker`
-processes (one thread each, the given memory limit) on 127.0.0.1 and runs the prep on them.
+process and reports its wall time, stage times and peak resident memory (the whole process
+tree, its largest process). With --workers the prep runs on a fresh `dask scheduler` and that
+many `dask worker` processes (one thread each, the given memory limit) on 127.0.0.1, started by
+dask_cluster_run.py, which also reports each worker's peak; wall time then leaves out the
+cluster's start-up. --out writes the figures as JSON.
 No assertions: timings on a shared 2-core machine are noisy, compare runs made side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
 
 import psutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STAGE_LINE = re.compile(r"^fmprep: (ingest|prepare|encode): .*\((\d+(?:\.\d+)?) s\)\s*$")
 
 
 def peak_rss_of_tree(pid: int, stop: threading.Event, out: dict) -> None:
@@ -37,29 +46,10 @@ def peak_rss_of_tree(pid: int, stop: threading.Event, out: dict) -> None:
         time.sleep(0.05)
 
 
-def start_cluster(directory: str, n_workers: int, memory_limit: str) -> list:
-    """Start `dask scheduler` + worker processes; return [scheduler file, *processes]."""
-    from distributed import Client
-
-    sched_file = os.path.abspath(os.path.join(directory, "scheduler.json"))
-    if os.path.exists(sched_file):
-        os.remove(sched_file)
-    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
-                               "--port", "0", "--dashboard-address", "127.0.0.1:0",
-                               "--scheduler-file", sched_file], stderr=subprocess.DEVNULL)]
-    for i in range(n_workers):
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "dask", "worker", "--scheduler-file", sched_file,
-             "--nthreads", "1", "--memory-limit", memory_limit, "--host", "127.0.0.1",
-             "--local-directory", os.path.join(directory, f"worker{i}"), "--no-dashboard"],
-            stderr=subprocess.DEVNULL))
-    for _ in range(600):
-        if os.path.exists(sched_file):
-            break
-        time.sleep(0.1)
-    with Client(scheduler_file=sched_file, timeout="60s") as client:
-        client.wait_for_workers(n_workers, timeout=120)
-    return [sched_file, *procs]
+def stage_seconds(log: str) -> dict:
+    """``{stage: seconds}`` from fmprep's ``fmprep: <stage>: … (N s)`` log lines."""
+    return {m.group(1): float(m.group(2))
+            for m in map(STAGE_LINE.match, log.splitlines()) if m}
 
 
 def main() -> int:
@@ -70,38 +60,61 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0,
                         help="start a scheduler and this many worker processes for the run")
     parser.add_argument("--memory-limit", default="1GiB", help="per worker, with --workers")
+    parser.add_argument("--out", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
     source = os.path.join(args.dir, f"reviews_{args.rows}.tsv.gz")
     if not os.path.exists(source):
         subprocess.run([sys.executable, "-m", "fmprep", "-q", "sample", "--rows",
                         str(args.rows), "--out", source], check=True)
-    cluster = start_cluster(args.dir, args.workers, args.memory_limit) if args.workers else []
-    scheduler = cluster[0] if cluster else args.scheduler
     cmd = [sys.executable, "-m", "fmprep", "data", "--source", source, "--work",
-           os.path.join(args.dir, "work"), "--output", os.path.join(args.dir, "output"),
-           "--scheduler", scheduler, "--force"]
+           os.path.join(args.dir, "work"), "--output", os.path.join(args.dir, "output"), "--force"]
+    if args.workers:
+        cluster_dir = os.path.join(args.dir, "cluster")
+        cmd = [sys.executable, os.path.join(HERE, "dask_cluster_run.py"), "--workers",
+               str(args.workers), "--memory-limit", args.memory_limit, "--dir", cluster_dir,
+               "--"] + cmd + ["--scheduler", os.path.join(cluster_dir, "scheduler.json")]
+    else:
+        cmd += ["--scheduler", args.scheduler]
     peak, stop = {}, threading.Event()
     watcher = threading.Thread(target=peak_rss_of_tree, args=(os.getpid(), stop, peak))
     watcher.start()
     try:
         t0 = time.perf_counter()
-        code = subprocess.run(cmd).returncode
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wall = time.perf_counter() - t0
     finally:
         stop.set()
         watcher.join()
-        for proc in cluster[1:][::-1]:
-            proc.terminate()
-            proc.wait(timeout=30)
-    if code:
-        return code
+    sys.stderr.write(done.stderr)
+    if done.returncode:
+        return done.returncode
+    cluster = json.loads(done.stdout.strip().splitlines()[-1]) if args.workers else None
+    if cluster:
+        wall = cluster["wall_s"]  # the command alone, without the cluster's start-up
     size = os.path.getsize(source)
     where = f"{args.workers} workers × {args.memory_limit}" if args.workers else args.scheduler
+    result = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "machine": {"cpus": os.cpu_count(),
+                          "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)},
+              "rows": args.rows, "gzip_mib": round(size / 2**20, 1), "scheduler": where,
+              "wall_s": round(wall, 2), "rows_per_s": round(args.rows / wall),
+              "stages_s": stage_seconds(done.stderr),
+              "peak_mib": {"total": round(peak.get("total", 0) / 2**20),
+                           "largest_process": round(peak.get("largest", 0) / 2**20)}}
+    if cluster:
+        result["peak_mib"].update(cluster["peak_mib"])
     print(f"\nrows {args.rows:,}  gzip {size / 2**20:.0f} MiB  scheduler {where}")
-    print(f"wall {wall:.1f} s  rows/s {args.rows / wall:,.0f}  "
-          f"peak RSS: total {peak.get('total', 0) / 2**20:.0f} MiB, "
-          f"largest process {peak.get('largest', 0) / 2**20:.0f} MiB")
+    print(f"wall {wall:.1f} s  rows/s {args.rows / wall:,.0f}  stages {result['stages_s']}")
+    print(f"peak RSS: total {result['peak_mib']['total']} MiB, largest process "
+          f"{result['peak_mib']['largest_process']} MiB"
+          + (f", per worker {cluster['peak_mib']['workers']} MiB, scheduler "
+             f"{cluster['peak_mib']['scheduler']} MiB, client {cluster['peak_mib']['client']} MiB"
+             if cluster else ""))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+        print(f"results: {args.out}")
     return 0
 
 

@@ -49,7 +49,7 @@ import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_data import peak_rss_of_tree  # noqa: E402  (benchmarks/ is not a package)
+from bench_data import peak_rss_of_tree, stage_seconds  # noqa: E402  (not a package)
 
 TOOLS = ("floor", "reference", "threads", "local", "dask-1w", "dask-2w")
 FMPREP_TOOLS = ("threads", "local", "dask-1w", "dask-2w")
@@ -61,7 +61,6 @@ QUICK_ROWS = "20000,100000"
 GOAL_SPEEDUP = 5.0
 GOAL_FLOOR_RATIO = 2.0
 GOAL_FLAT = 1.25  # peak at the largest size / peak at the next size down, at most
-STAGE_LINE = re.compile(r"^fmprep: (ingest|prepare|encode): .*\((\d+(?:\.\d+)?) s\)\s*$")
 INGEST_LINE = re.compile(r"^fmprep: ingest: (\d+) rows read, (\d+) rejected")
 PREPARE_LINE = re.compile(r"^fmprep: prepare: (\d+) users, (\d+) items, (\d+) train / (\d+) test")
 MIB = 2 ** 20
@@ -154,10 +153,8 @@ def _last_json(text: str) -> dict | None:
 
 def _fmprep_log(stderr: str) -> dict:
     """Per-stage seconds and row counts from fmprep's log lines."""
-    stages, counts = {}, {}
+    stages, counts = stage_seconds(stderr), {}
     for line in stderr.splitlines():
-        if m := STAGE_LINE.match(line):
-            stages[m.group(1)] = float(m.group(2))
         if m := INGEST_LINE.match(line):
             counts["rows_read"], counts["rows_rejected"] = int(m.group(1)), int(m.group(2))
         if m := PREPARE_LINE.match(line):
@@ -226,6 +223,7 @@ def run_tool(tool: str, source: str, rows: int, scratch: str, timeout: float) ->
         if tool.startswith("dask-") and report:
             row["wall_s"] = report["wall_s"]  # the fmprep command, without cluster start-up
             row["details"]["cluster_startup_s"] = report["startup_s"]
+            row["details"]["peak_mib"] = report["peak_mib"]  # client, scheduler, each worker
     row["rows_per_s"] = rows / row["wall_s"] if row["ok"] and row["wall_s"] > 0 else None
     if tool != "floor":
         # The stages' own time, without interpreter start, imports and Dask set-up.

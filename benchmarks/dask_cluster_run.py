@@ -1,9 +1,11 @@
 """Run one command against a fresh Dask cluster on 127.0.0.1, then take the cluster down.
 
 Starts ``dask scheduler`` (writing a scheduler file) and ``dask worker`` with ``--nworkers N
---nthreads 1``, waits until the N workers have registered, runs the command, stops every process
-it started, and prints ``{"wall_s", "startup_s", "returncode", "workers"}`` as JSON on stdout.
-``wall_s`` is the command alone, without the cluster's start-up.
+--nthreads 1 [--memory-limit M]``, waits until the N workers have registered, runs the command,
+stops every process it started, and prints ``{"wall_s", "startup_s", "returncode", "workers",
+"memory_limit", "peak_mib"}`` as JSON on stdout. ``wall_s`` is the command alone, without the
+cluster's start-up; ``peak_mib`` is the peak RSS of each role (``client``, ``scheduler``,
+``workers``: one figure per worker process, sampled every 50 ms while the command runs).
 
 bench_scale.py runs this as one child process so that the peak memory of its process tree is
 the whole cluster's: scheduler, nanny, workers and the client command. The command's stdout
@@ -11,8 +13,8 @@ goes to stderr (stdout carries only the JSON); scheduler and worker logs go to f
 
 Usage::
 
-    python benchmarks/dask_cluster_run.py --workers 2 --dir DIR -- python -m fmprep data \\
-        --scheduler DIR/scheduler.json ...
+    python benchmarks/dask_cluster_run.py --workers 2 [--memory-limit 1GiB] --dir DIR -- \\
+        python -m fmprep data --scheduler DIR/scheduler.json ...
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -75,7 +78,45 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             pass
 
 
-def run(workers: int, directory: str, command: list[str], timeout: float) -> dict:
+def _sample_peaks(scheduler: subprocess.Popen, workers: subprocess.Popen,
+                  client: subprocess.Popen, stop: threading.Event, peaks: dict) -> None:
+    """Largest RSS seen per process: ``peaks[(role, pid)]``, until ``stop`` is set.
+
+    The worker processes are the children of the ``dask worker`` process (its nannies' spawns),
+    not counting multiprocessing's resource tracker.
+    """
+    def rss(pid):
+        try:
+            return psutil.Process(pid).memory_info().rss
+        except psutil.Error:
+            return 0
+
+    while not stop.is_set():
+        try:
+            worker_pids = [c.pid for c in psutil.Process(workers.pid).children()
+                           if "resource_tracker" not in " ".join(c.cmdline())]
+        except psutil.Error:
+            worker_pids = []
+        for role, pids in (("scheduler", [scheduler.pid]), ("client", [client.pid]),
+                           ("workers", worker_pids)):
+            for pid in pids:
+                peaks[(role, pid)] = max(peaks.get((role, pid), 0), rss(pid))
+        time.sleep(0.05)
+
+
+def _peak_mib(peaks: dict) -> dict:
+    out = {"client": 0.0, "scheduler": 0.0, "workers": []}
+    for (role, _), rss in sorted(peaks.items()):
+        mib = round(rss / 2 ** 20, 1)
+        if role == "workers":
+            out["workers"].append(mib)
+        else:
+            out[role] = max(out[role], mib)
+    return out
+
+
+def run(workers: int, directory: str, command: list[str], timeout: float,
+        memory_limit: str | None = None) -> dict:
     """Start the cluster, run ``command``, stop the cluster.
 
     Parameters
@@ -89,12 +130,14 @@ def run(workers: int, directory: str, command: list[str], timeout: float) -> dic
         The client command.
     timeout : float
         Seconds the command may run before it is killed.
+    memory_limit : str, optional
+        Each worker's ``--memory-limit`` (Dask's default when not given).
 
     Returns
     -------
     dict
         ``wall_s`` (the command), ``startup_s`` (cluster start to all workers registered),
-        ``returncode`` and ``workers``.
+        ``returncode``, ``workers``, ``memory_limit`` and ``peak_mib`` (see the module).
     """
     os.makedirs(directory, exist_ok=True)
     scheduler_file = os.path.join(directory, "scheduler.json")
@@ -102,6 +145,7 @@ def run(workers: int, directory: str, command: list[str], timeout: float) -> dic
         os.remove(scheduler_file)
     procs: list[subprocess.Popen] = []
     logs = []
+    peaks: dict = {}
     try:
         t0 = time.perf_counter()
         logs.append(open(os.path.join(directory, "scheduler.log"), "wb"))
@@ -114,7 +158,8 @@ def run(workers: int, directory: str, command: list[str], timeout: float) -> dic
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "dask", "worker", "--scheduler-file", scheduler_file,
              "--nworkers", str(workers), "--nthreads", "1", "--host", HOST, "--no-dashboard",
-             "--local-directory", os.path.join(directory, "worker-space")],
+             "--local-directory", os.path.join(directory, "worker-space")]
+            + (["--memory-limit", memory_limit] if memory_limit else []),
             stdout=logs[-1], stderr=subprocess.STDOUT))
         _wait_for_workers(scheduler_file, workers, START_TIMEOUT_S)
         startup = time.perf_counter() - t0
@@ -122,23 +167,30 @@ def run(workers: int, directory: str, command: list[str], timeout: float) -> dic
         t0 = time.perf_counter()
         client = subprocess.Popen(command, stdout=sys.stderr)
         procs.append(client)
+        stop = threading.Event()
+        sampler = threading.Thread(target=_sample_peaks,
+                                   args=(procs[0], procs[1], client, stop, peaks), daemon=True)
+        sampler.start()
         try:
             code = client.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             code = "timeout"
         wall = time.perf_counter() - t0
+        stop.set()
+        sampler.join(timeout=5)
     finally:
         _stop(procs)
         for f in logs:
             f.close()
     return {"wall_s": round(wall, 3), "startup_s": round(startup, 3), "returncode": code,
-            "workers": workers}
+            "workers": workers, "memory_limit": memory_limit, "peak_mib": _peak_mib(peaks)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--dir", required=True, help="scheduler file, logs, worker space")
+    parser.add_argument("--memory-limit", help="per worker, e.g. 1GiB (default: Dask's)")
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds the command may run (default %(default)s)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...")
@@ -146,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command or args.workers < 1:
         parser.error("give --workers >= 1 and a command after --")
-    report = run(args.workers, args.dir, command, args.timeout)
+    report = run(args.workers, args.dir, command, args.timeout, args.memory_limit)
     print(json.dumps(report), flush=True)
     return 0 if report["returncode"] == 0 else 1
 
