@@ -51,8 +51,9 @@ C_GREY = "#999999"
 REJECT_LABELS = {
     "too_many_fields": "too many fields", "too_few_fields": "too few fields",
     "invalid_utf8": "invalid UTF-8", "missing_id": "empty customer / product / review id",
-    "repeated_header": "repeated header line",
-    "bad_rating": "star_rating not 1–5", "bad_date": "review_date not YYYY-MM-DD",
+    "repeated_header": "repeated header line", "bad_json": "not a JSON object",
+    "bad_rating": "rating not valid (1–5; MovieLens 0.5–5)",
+    "bad_date": "review_date not YYYY-MM-DD", "bad_timestamp": "timestamp missing or out of range",
 }
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 from fmprep import fm, pipeline, report, storage
 from fmprep.config import PrepSettings
 from fmprep.errors import FmprepError
+from fmprep.sources import FORMAT_REASONS, REJECT_REASONS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SETTINGS = dict(min_customer_ratings=3, min_product_ratings=4, train_shards=3,
@@ -246,6 +247,19 @@ def test_a_crash_leaves_no_report_that_looks_complete(prepped, tmp_path, monkeyp
     assert not glob.glob(os.path.join(out, "report", "*.tmp-*"))
     monkeypatch.setattr(storage, "write_bytes_atomic", real)
     assert report.write_report(out, work=work) == index
+
+
+def test_every_reject_reason_has_a_funnel_label():
+    reasons = set(REJECT_REASONS) | {r for rs in FORMAT_REASONS.values() for r in rs}
+    assert reasons <= set(report.REJECT_LABELS)
+    manifest = {"counts": {k: 0 for k in ("rows_in", "duplicates_removed", "rows_kept",
+                                          "removed_by_customer_filter",
+                                          "removed_by_product_filter", "train_rows",
+                                          "test_rows")},
+                "ingest": {"rows_read": 3, "rejected": {"bad_json": 2, "bad_timestamp": 1}}}
+    labels = [st["label"] for st in report.funnel_steps(manifest)]
+    assert "rejected: not a JSON object" in labels
+    assert "rejected: timestamp missing or out of range" in labels
 
 
 def test_errors_name_the_fix(prepped, tmp_path):
