@@ -1,8 +1,9 @@
-"""Parquet parts ↔ Dask partitions, one file per partition, with names and row counts we control.
+"""Parquet parts ↔ Dask partitions, one file per partition, with names and row counts we control;
+and prepare's scratch files (Arrow IPC), whole or bucketed.
 
 ``dd.read_parquet`` may split or merge files; fmprep's stages rely on "one file = one partition"
-(rows of a customer stay together), so they read with :func:`read_parts` and write with
-:func:`write_parts`.
+(rows of a customer stay together), so they read with :func:`read_part` / :func:`read_parts` and
+write with :func:`write_part` / :func:`write_parts_tasks`.
 """
 
 from __future__ import annotations
@@ -57,17 +58,59 @@ def write_parts_tasks(ddf: dd.DataFrame, out_dir: str, storage_options: dict | N
     return tasks
 
 
-# --- a shuffle through files ----------------------------------------------------------------
+# --- scratch files: prepare's shuffles and intermediate parts -------------------------------------
 #
 # prepare moves its rows between partitions through storage rather than memory: each map task
-# writes its part as one Parquet file whose row group j holds the rows bound for partition j;
-# reduce task j reads row group j of every such file. Memory per task is one part whatever the
+# writes its part as one file whose record batch j holds the rows bound for partition j;
+# reduce task j reads batch j of every such file. Memory per task is one part whatever the
 # data's size, on threads as on a cluster (whose workers share WORK), and the files are
 # checkpoints: a lost task reruns alone.
+#
+# Only fmprep reads these files back, whole or one batch at a time, so they are Arrow IPC files
+# rather than Parquet: no encoding or decoding, which made prepare 1.3x faster at 4 M rows.
+# Buffers are LZ4-compressed on remote storage, where bytes cost more than the CPU to shrink them.
+
+SCRATCH_SUFFIX = ".arrow"
+
+
+def _ipc_options(url: str) -> pa.ipc.IpcWriteOptions:
+    return pa.ipc.IpcWriteOptions(compression="lz4" if storage.is_remote(url) else None)
+
+
+def _table(df: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(df, preserve_index=False).combine_chunks()
+
+
+def _write_batches(table: pa.Table, counts: list[int], url: str,
+                   storage_options: dict | None) -> None:
+    """Write ``table`` as consecutive record batches of ``counts`` rows (empty ones included)."""
+    whole = (table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)])[0]
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema, options=_ipc_options(url)) as writer:
+        start = 0
+        for n in counts:
+            writer.write_batch(whole.slice(start, n))
+            start += n
+    storage.write_bytes_atomic(url, sink.getvalue().to_pybytes(), storage_options)
+
+
+def write_scratch_part(df: pd.DataFrame, url: str, storage_options: dict | None = None) -> int:
+    """Write one partition as one scratch file (atomically for local paths); return its rows."""
+    _write_batches(_table(df), [len(df)], url, storage_options)
+    return len(df)
+
+
+def read_scratch_part(url: str, columns: list[str] | None = None,
+                      storage_options: dict | None = None) -> pd.DataFrame:
+    """Every row of a scratch file (see :func:`write_scratch_part`), as pandas."""
+    with storage.open_file(url, "rb", storage_options) as f:
+        table = pa.ipc.open_file(f).read_all()
+    return (table.select(columns) if columns else table).to_pandas(date_as_object=False)
+
 
 def write_buckets(df: pd.DataFrame, buckets: np.ndarray, n_buckets: int, url: str,
                   storage_options: dict | None = None) -> list[int]:
-    """Write ``df`` to ``url`` with row group ``j`` = the rows whose bucket is ``j``.
+    """Write ``df`` to the scratch file ``url`` with batch ``j`` = the rows whose bucket is ``j``.
 
     Parameters
     ----------
@@ -76,7 +119,7 @@ def write_buckets(df: pd.DataFrame, buckets: np.ndarray, n_buckets: int, url: st
     buckets : numpy.ndarray of int
         Each row's destination, in ``0..n_buckets-1``.
     n_buckets : int
-        Row groups in the file (empty ones included), so that group ``j`` is bucket ``j``.
+        Record batches in the file (empty ones included), so that batch ``j`` is bucket ``j``.
     url : str
         Destination file, written atomically where the filesystem allows.
     storage_options : dict, optional
@@ -88,22 +131,15 @@ def write_buckets(df: pd.DataFrame, buckets: np.ndarray, n_buckets: int, url: st
         Rows per bucket.
     """
     order = np.argsort(buckets, kind="stable")
-    counts = np.bincount(buckets, minlength=n_buckets)
-    table = pa.Table.from_pandas(df.take(order), preserve_index=False)
-    sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, table.schema, **PARQUET_OPTIONS) as writer:
-        start = 0
-        for n in counts.tolist():
-            writer.write_table(table.slice(start, n), row_group_size=max(n, 1))
-            start += n
-    storage.write_bytes_atomic(url, sink.getvalue().to_pybytes(), storage_options)
-    return counts.tolist()
+    counts = np.bincount(buckets, minlength=n_buckets).tolist()
+    _write_batches(_table(df.take(order)), counts, url, storage_options)
+    return counts
 
 
 def read_bucket(urls: list[str], bucket: int, storage_options: dict | None = None) -> pd.DataFrame:
-    """Row group ``bucket`` of every file in ``urls`` (see :func:`write_buckets`), as one frame."""
-    tables = []
+    """Batch ``bucket`` of every file in ``urls`` (see :func:`write_buckets`), as one frame."""
+    batches = []
     for url in urls:
         with storage.open_file(url, "rb", storage_options) as f:
-            tables.append(pq.ParquetFile(f).read_row_group(bucket))
-    return pa.concat_tables(tables).to_pandas(date_as_object=False)
+            batches.append(pa.ipc.open_file(f).get_batch(bucket))
+    return pa.Table.from_batches(batches).to_pandas(date_as_object=False)

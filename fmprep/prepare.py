@@ -25,7 +25,7 @@ per-customer step afterwards is local to a part: parts are sorted by (customer, 
 review_id) there, and the filter, ``days_since_first``, the split and the user statistics are
 single passes over each sorted part (``WORK/_kept``). Only the small per-customer and
 per-product tables are sorted or joined across parts, and the kept rows are shuffled once more
-into their shards.
+into their shards. These scratch files are Arrow IPC and are removed when the stage is done.
 """
 
 from __future__ import annotations
@@ -53,9 +53,13 @@ TITLE_SEED = 0x54
 CHECK_SEED = 0x21  # a second, independent key of customer_id: see dedupe_partition
 INPUT_COLUMNS = ["customer_id", "review_id", "product_id", "product_title", "star_rating",
                  "review_date"]
-BY_CUSTOMER = "_by_customer"  # WORK/_by_customer, WORK/_by_shard: the shuffles' files
+# Scratch directories of WORK (Arrow IPC files, see partio), removed when the stage is done:
+BY_CUSTOMER = "_by_customer"  # the shuffles' files
 BY_PRODUCT = "_by_product"
 BY_SHARD = "_by_shard"
+DEDUPED = "_deduped"          # rows after dedupe, one part per customer bucket
+KEPT = "_kept"                # rows after the filter, with days and the split
+SCRATCH_DIRS = (BY_CUSTOMER, BY_PRODUCT, DEDUPED, KEPT, BY_SHARD)
 # After dedupe a row needs its keys, its rating and date, and customer_id for the users map
 # (product ids and titles come from the reviews themselves; review_id only broke ties).
 DEDUPED_COLUMNS = ["ckey", "pkey", "customer_id", "star_rating", "review_date"]
@@ -348,7 +352,7 @@ def dedupe_bucket(urls: list[str], bucket: int, out_url: str,
     customer (``h[k]`` customers have ``k`` rows).
     """
     df = dedupe_partition(partio.read_bucket(urls, bucket, storage_options))
-    rows = partio.write_part(df, out_url, storage_options)
+    rows = partio.write_scratch_part(df, out_url, storage_options)
     # A bucket holds all of its customers' rows, so these histograms add up across buckets.
     _, ratings_per_customer = _runs(df["ckey"].to_numpy())
     return {"file": out_url.rsplit("/", 1)[-1], "rows": rows, "products": product_counts(df),
@@ -370,7 +374,7 @@ def finish_part(df: pd.DataFrame, keep_products: np.ndarray, min_customer_rating
     """
     kept, removed = filter_partition(df, keep_products, min_customer_ratings)
     rows, customers = days_and_split(kept)
-    partio.write_part(rows, url, storage_options)
+    partio.write_scratch_part(rows, url, storage_options)
     return {"removed": removed, "users": customers.assign(part=np.int64(part)),
             "products": product_counts(kept),
             "max_days": float(rows["days_since_first"].max()) if len(rows) else 0.0}
@@ -384,7 +388,7 @@ def scatter_shards(url: str, users: pd.DataFrame, items: pd.DataFrame, days_divi
     Bucket ``s < train_shards`` is train shard ``s``; bucket ``train_shards + s`` test shard
     ``s``.
     """
-    rows = join_ids(partio.read_part(url, None, storage_options), users, items)
+    rows = join_ids(partio.read_scratch_part(url, None, storage_options), users, items)
     rows["days_since_first"] = rows["days_since_first"] / days_divisor
     h = shard_hash(rows)
     is_test = rows["is_test"].to_numpy()
@@ -494,7 +498,7 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     fs, path = storage.filesystem(out_manifest, storage_options)
     if fs.exists(path):
         fs.rm(path)
-    for d in (BY_CUSTOMER, BY_PRODUCT, "_deduped", "_kept", BY_SHARD, "train", "test", "users", "items"):
+    for d in SCRATCH_DIRS + ("train", "test", "users", "items"):
         storage.reset_stage_dir(storage.join(work, d), storage_options)
     n_parts = len(review_parts)
     split_out = max(1, n_parts // 8)
@@ -502,16 +506,16 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
 
     # 1. The rows go to customer buckets through files (memory: one part per task); each bucket
     #    is deduplicated, sorted by customer and written to _deduped, counting products.
-    scattered = [storage.join(work, BY_CUSTOMER, f"part-{i:05d}.parquet") for i in range(n_parts)]
-    title_files = [storage.join(work, BY_PRODUCT, f"part-{i:05d}.parquet") for i in range(n_parts)]
+    scratch = [f"part-{i:05d}{partio.SCRATCH_SUFFIX}" for i in range(n_parts)]
+    scattered = [storage.join(work, BY_CUSTOMER, name) for name in scratch]
+    title_files = [storage.join(work, BY_PRODUCT, name) for name in scratch]
     maps = [delayed(scatter_reviews)(url, out, titles_out, n_parts, n_parts, storage_options)
             for url, out, titles_out in zip(review_parts, scattered, title_files)]
-    dedup_dir = storage.join(work, "_deduped")
+    dedup_dir = storage.join(work, DEDUPED)
     after_maps = delayed(_after)(scattered, *maps)  # every bucket needs every map's file
     parts = dask.persist(*[
-        delayed(dedupe_bucket)(after_maps, i, storage.join(dedup_dir, f"part-{i:05d}.parquet"),
-                               storage_options)
-        for i in range(n_parts)])
+        delayed(dedupe_bucket)(after_maps, i, storage.join(dedup_dir, name), storage_options)
+        for i, name in enumerate(scratch)])
     written, histograms = dask.compute([(p["file"], p["rows"]) for p in parts],
                                        [p["customer_histogram"] for p in parts])
     rows_in = ingested["totals"]["rows_valid"]
@@ -520,14 +524,15 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     longest = max((len(h) for h in histograms), default=0)
     customer_histogram = sum((np.pad(h, (0, longest - len(h))) for h in histograms),
                              np.zeros(longest, np.int64))
-    rows = [delayed(partio.read_part)(storage.join(dedup_dir, name), None, storage_options)
+    rows = [delayed(partio.read_scratch_part)(storage.join(dedup_dir, name), None,
+                                              storage_options)
             for name, _ in written]
 
     # 2. Long tail. k-core rounds keep their rows in memory (spilled by a cluster's workers);
     #    the last round also adds days and the split and writes WORK/_kept.
     removed = {"by_customer": 0, "by_product": 0}
     iterations = 0
-    kept_dir = storage.join(work, "_kept")
+    kept_dir = storage.join(work, KEPT)
     kept_urls = [storage.join(kept_dir, name) for name, _ in written]
     while True:
         iterations += 1
@@ -611,7 +616,7 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
         "part", divisions=list(range(n_parts)) + [n_parts - 1], sorted=False).to_delayed()
     item_map = delayed(pd.concat)(items[["pkey", "item"]].to_delayed(), ignore_index=True)
     n_train, n_test = settings.train_shards, settings.test_shards
-    by_shard = [storage.join(work, BY_SHARD, f"part-{i:05d}.parquet") for i in range(n_parts)]
+    by_shard = [storage.join(work, BY_SHARD, name) for name in scratch]
     shard_maps = [delayed(scatter_shards)(url, u, item_map, days_divisor, n_train, n_test, out,
                                           storage_options)
                   for url, u, out in zip(kept_urls, users_by_part, by_shard)]
@@ -631,7 +636,7 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
         storage_options)
     (done,) = dask.compute(tasks)
     # Only now: until here a lost worker's results are recomputed from these files.
-    for d in (BY_CUSTOMER, BY_PRODUCT, BY_SHARD):
+    for d in SCRATCH_DIRS:
         _remove_dir(storage.join(work, d), storage_options)
     shard_rows = done.pop("shards")
     done["train"] = list(zip(names["train"], shard_rows[:n_train]))
