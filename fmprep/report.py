@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 REPORT_DIR = "report"
 INDEX = "index.html"
 STATS = "stats.json"
-STATS_FORMAT = "fmprep-report/1"
+STATS_FORMAT = "fmprep-report/2"  # 2: ratings in half stars
+HALVES = 11  # rating counts by half star, index h = rating * 2, 0.5..5.0
 QUANTILES = (50, 75, 90, 95, 99)
 DPI = 100
 
@@ -69,13 +70,17 @@ def _read_column(url: str, columns: list[str], storage_options: dict | None):
 
 def _channel_part_stats(url: str, channel: str, n_ids: int, divisor: float,
                         storage_options: dict | None) -> dict:
-    """Star ratings, integer days_since_first and the ids seen in one train/test part."""
+    """Rating counts, integer days_since_first and the ids seen in one train/test part.
+
+    Ratings are counted in half stars (``halves[h]`` rows rate ``h / 2``): MovieLens has them.
+    """
     table = _read_column(url, ["user", "item", "days_since_first", "star_rating"],
                          storage_options)
-    stars = np.bincount(table.column("star_rating").to_numpy().astype(np.int64), minlength=6)[:6]
+    ratings = table.column("star_rating").to_numpy().astype(np.float64)
+    halves = np.bincount(np.rint(ratings * 2).astype(np.int64), minlength=HALVES)[:HALVES]
     days_raw = table.column("days_since_first").to_numpy().astype(np.float64)
     days = np.rint(days_raw * divisor).astype(np.int64) if len(days_raw) else days_raw.astype(int)
-    out = {"stars": stars, "days": np.bincount(days) if len(days) else np.zeros(1, np.int64),
+    out = {"halves": halves, "days": np.bincount(days) if len(days) else np.zeros(1, np.int64),
            "rows": table.num_rows}
     users = table.column("user").to_numpy().astype(np.int64)
     items = table.column("item").to_numpy().astype(np.int64)
@@ -110,7 +115,8 @@ def channel_stats(work: str, prepared: dict, storage_options: dict | None = None
     Returns
     -------
     dict
-        Per channel: ``rows``, ``stars`` (count of ratings 1..5) and ``days`` (count of rows
+        Per channel: ``rows``, ``ratings`` (``[[rating, rows], …]``: every whole star 1..5 and
+        any half star that occurs) and ``days`` (count of rows
         per whole day of days_since_first, index = days); ``cold_start``: test customers and
         products (and their test rows) that have no train row.
 
@@ -133,11 +139,12 @@ def channel_stats(work: str, prepared: dict, storage_options: dict | None = None
     (results,) = dask.compute(tasks)
     out = {}
     for ch, parts in results.items():
-        stars, days = np.zeros(6, np.int64), np.zeros(1, np.int64)
+        halves, days = np.zeros(HALVES, np.int64), np.zeros(1, np.int64)
         for r in parts:
-            stars, days = stars + r["stars"], _add(days, r["days"])
+            halves, days = halves + r["halves"], _add(days, r["days"])
         out[ch] = {"rows": int(sum(r["rows"] for r in parts)),
-                   "stars": [int(x) for x in stars[1:6]],
+                   "ratings": [[h / 2, int(n)] for h, n in enumerate(halves)
+                               if h >= 1 and (h % 2 == 0 or n)],
                    "days": [int(x) for x in days]}
     seen = np.zeros((n_ids + 7) // 8, np.uint8)
     for r in results["train"]:
@@ -391,17 +398,32 @@ def plot_counts(dist: dict, noun: str, threshold_name: str) -> bytes:
     return _png(fig)
 
 
+def _rating_values(stats: dict) -> list[float]:
+    """The rating values either channel shows (whole stars always, half stars that occur)."""
+    return sorted({v for ch in ("train", "test") for v, _ in stats[ch]["ratings"]})
+
+
+def _rating_counts(stats: dict, channel: str, values: list[float]) -> np.ndarray:
+    counts = dict(map(tuple, stats[channel]["ratings"]))
+    return np.array([counts.get(v, 0) for v in values], dtype=float)
+
+
+def _star(value: float) -> str:
+    return f"{value:g} ★"
+
+
 def plot_stars(stats: dict) -> bytes:
-    """Share of each star rating, train next to test."""
+    """Share of each rating, train next to test."""
     fig = _figure(6.4, 4.0)
     ax = fig.add_subplot()
-    x = np.arange(1, 6)
+    values = _rating_values(stats)
+    x = np.arange(len(values))
     for offset, ch, colour in ((-0.2, "train", C_TRAIN), (0.2, "test", C_TEST)):
-        counts = np.array(stats[ch]["stars"], dtype=float)
+        counts = _rating_counts(stats, ch, values)
         share = 100 * counts / counts.sum() if counts.sum() else counts
         ax.bar(x + offset, share, width=0.4, color=colour,
                label=f"{ch} ({int(counts.sum()):,} rows)")
-    ax.set_xticks(x, [f"{i} ★" for i in x])
+    ax.set_xticks(x, [_star(v) for v in values])
     ax.set_ylabel("% of the channel's rows")
     ax.set_title("Star ratings")
     ax.legend(fontsize=9)
@@ -433,11 +455,11 @@ def plot_days(stats: dict) -> bytes:
 
 def mean_baseline_rmse(stats: dict) -> float | None:
     """Test RMSE of always predicting the train rows' mean rating: the bar a model must beat."""
-    train = np.array(stats["train"]["stars"], float)
-    test = np.array(stats["test"]["stars"], float)
+    values = _rating_values(stats)
+    train, test = (_rating_counts(stats, ch, values) for ch in ("train", "test"))
     if not train.sum() or not test.sum():
         return None
-    stars = np.arange(1, 6)
+    stars = np.array(values)
     mean = float((stars * train).sum() / train.sum())
     return float(math.sqrt(((stars - mean) ** 2 * test).sum() / test.sum()))
 
@@ -635,9 +657,11 @@ def render_html(output: str, manifest: dict, stats: dict, model_html: str,
         keys.append(what)
     h.append(_table(head, rows, set(range(1, len(head))), ' class="quantiles"', keys))
 
-    stars = [tuple([f"{i} ★"] + [f"{stats[ch]['stars'][i - 1]:,} "
-                                  f"({_pct(stats[ch]['stars'][i - 1], stats[ch]['rows'])})"
-                                  for ch in ("train", "test")]) for i in range(1, 6)]
+    values = _rating_values(stats)
+    counts = {ch: _rating_counts(stats, ch, values) for ch in ("train", "test")}
+    stars = [tuple([_star(v)] + [f"{int(counts[ch][i]):,} "
+                                 f"({_pct(counts[ch][i], stats[ch]['rows'])})"
+                                 for ch in ("train", "test")]) for i, v in enumerate(values)]
     days_rows = []
     for ch in ("train", "test"):
         hist = [[k, n] for k, n in enumerate(stats[ch]["days"]) if n]

@@ -172,7 +172,8 @@ def test_report_numbers_match_an_independent_computation(prepped):
     frames = {ch: pd.read_parquet(os.path.join(work, ch)) for ch in ("train", "test")}
     for ch, df in frames.items():
         assert stats[ch]["rows"] == len(df) == manifest["counts"][f"{ch}_rows"]
-        assert stats[ch]["stars"] == [int((df["star_rating"] == s).sum()) for s in range(1, 6)]
+        assert stats[ch]["ratings"] == [[float(s), int((df["star_rating"] == s).sum())]
+                                        for s in range(1, 6)]
         first = df.merge(users, on="user")
         days = (first["review_date"] - first["first_review"]).dt.days.to_numpy()
         assert stats[ch]["days"] == np.bincount(days).tolist()

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from conftest import review_line, write_tsv_gz
-from fmprep import ingest, pipeline, sources
+from fmprep import ingest, pipeline, report, sources
 from fmprep.cli import main
 from fmprep.config import PrepSettings
 from fmprep.errors import FmprepError
@@ -293,6 +293,18 @@ def test_half_stars_survive_to_the_shards(tmp_path):
     assert sorted(set(labels)) == [0.5 * k for k in range(1, 11)]
     train = pd.read_parquet(tmp_path / "half" / "work" / "train")
     assert train["star_rating"].dtype == np.float32 and (train["star_rating"] == 4.5).any()
+    # The report counts and plots half stars as such, and its baseline uses their values.
+    test = pd.read_parquet(tmp_path / "half" / "work" / "test")
+    stats = json.load(open(tmp_path / "half" / "out" / "report" / "stats.json"))
+    for ch, df in (("train", train), ("test", test)):
+        want = df["star_rating"].value_counts()
+        assert stats[ch]["ratings"] == [[v, int(want.get(v, 0))] for v in
+                                        sorted(set(want.index) | {1.0, 2.0, 3.0, 4.0, 5.0})]
+    mean = train["star_rating"].astype(float).mean()
+    rmse = float(np.sqrt(((test["star_rating"].astype(float) - mean) ** 2).mean()))
+    assert report.mean_baseline_rmse(stats) == pytest.approx(rmse)
+    page = (tmp_path / "half" / "out" / "report" / "index.html").read_text(encoding="utf-8")
+    assert "<td>4.5 ★</td>" in page or ">4.5 ★<" in page
 
 
 # --- choosing the format -------------------------------------------------------------------------
