@@ -30,6 +30,7 @@ into their shards. These scratch files are Arrow IPC and are removed when the st
 
 from __future__ import annotations
 
+import collections
 import logging
 
 import dask
@@ -442,18 +443,21 @@ def _remove_dir(url: str, storage_options: dict | None) -> None:
         fs.rm(path, recursive=True)
 
 
-def _keep_products(counts: list, min_product_ratings: int,
-                   split_out: int) -> tuple[np.ndarray, dict]:
+def _keep_products(counts: list, min_product_ratings: int, split_out: int,
+                   histogram: bool = False) -> tuple[np.ndarray, dict | None]:
     """Sorted product keys with ≥ ``min_product_ratings`` rows over per-part ``counts``.
 
-    The counts are summed with Dask; only the keep-set and ``{k: products with k rows}``
-    reach the client.
+    The counts are summed with Dask; only the keep-set and, with ``histogram``,
+    ``{k: products with k rows}`` reach the client.
     """
     meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"), "n": pd.Series([], dtype="int64")})
     total = dd.from_delayed(counts, meta=meta, verify_meta=False).groupby("pkey")["n"].sum(
         split_out=split_out)
-    keep, histogram = dask.compute(total[total >= min_product_ratings].index, total.value_counts())
-    return np.sort(np.asarray(keep, dtype=np.uint64)), histogram.to_dict()
+    keep = total[total >= min_product_ratings].index
+    if not histogram:
+        return np.sort(np.asarray(keep.compute(), dtype=np.uint64)), None
+    keep, per_k = dask.compute(keep, total.value_counts())
+    return np.sort(np.asarray(keep, dtype=np.uint64)), per_k.to_dict()
 
 
 def _histogram_pairs(histogram: dict) -> list[list[int]]:
@@ -521,9 +525,9 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     rows_in = ingested["totals"]["rows_valid"]
     rows_deduped = sum(r for _, r in written)
     counts = [p["products"] for p in parts]
-    longest = max((len(h) for h in histograms), default=0)
-    customer_histogram = sum((np.pad(h, (0, longest - len(h))) for h in histograms),
-                             np.zeros(longest, np.int64))
+    customer_histogram = collections.Counter()
+    for h in histograms:
+        customer_histogram.update(dict(enumerate(h.tolist())))
     rows = [delayed(partio.read_scratch_part)(storage.join(dedup_dir, name), None,
                                               storage_options)
             for name, _ in written]
@@ -537,7 +541,7 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     while True:
         iterations += 1
         keep_products, histogram = _keep_products(counts, settings.min_product_ratings,
-                                                  split_out)
+                                                  split_out, histogram=iterations == 1)
         if iterations == 1:  # before any filter: what the report plots
             product_histogram = histogram
         if settings.filter_mode == "kcore":
@@ -659,7 +663,7 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
         "num_users": num_users, "num_items": num_items, "feature_dim": feature_dim,
         "days_divisor": days_divisor, "counts": counts,
         # Ratings per customer and per product after dedupe, before the filters: [[k, n_k], …]
-        "distributions": {"customers": _histogram_pairs(dict(enumerate(customer_histogram))),
+        "distributions": {"customers": _histogram_pairs(customer_histogram),
                           "products": _histogram_pairs(product_histogram)},
         "parts": {k: [{"file": n, "rows": r} for n, r in v] for k, v in done.items()},
     }
