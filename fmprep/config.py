@@ -174,6 +174,13 @@ SERVE_HOST = "127.0.0.1"              # loopback only unless the user asks for m
 SERVE_PORT = 8080                     # the port SageMaker containers listen on
 SERVE_START_TIMEOUT_S = 60
 INVOKE_MAX_BYTES = 6_291_456          # InvokeEndpoint's request body cap
+# Connections the kernel holds until the server accepts them (capped by net.core.somaxconn).
+# The standard library's 5 dropped and reset clients from about 8 concurrent connects on.
+SERVE_LISTEN_BACKLOG = 1024
+# Open connections served at once, a thread each; more wait in the listen backlog.
+SERVE_MAX_CONNECTIONS = 512
+# After SIGTERM, requests in flight get this long to finish (undeploy waits 10 s for the exit).
+SERVE_DRAIN_S = 8
 
 # Files beside OUTPUT/manifest.json.
 LOCAL_MODEL_DIR = "model"             # OUTPUT/model: the local backend's trained model

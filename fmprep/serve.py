@@ -21,6 +21,11 @@ Bad requests get a 4xx status and a JSON body ``{"error": "…"}``; the server k
 over 6,291,456 bytes (InvokeEndpoint's cap) are refused with 413 before they are read. Each request
 becomes one CSR matrix and one ``model.predict`` call.
 
+Each open connection has a thread, up to ``config.SERVE_MAX_CONNECTIONS``; further clients wait in
+a listen backlog of ``config.SERVE_LISTEN_BACKLOG``. SIGTERM stops the server gracefully: new
+connections are refused, idle keep-alive connections closed, requests in flight answered (for up
+to ``config.SERVE_DRAIN_S`` seconds), then the process exits with status 0.
+
 Run it with ``python -m fmprep.serve --model-dir OUTPUT/model``.
 """
 
@@ -31,8 +36,10 @@ import json
 import logging
 import os
 import signal
+import socket
 import struct
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -327,12 +334,27 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 (signature of the base class)
         logger.debug("%s %s", self.address_string(), format % args)
 
+    def handle(self):
+        # The base class loops the same way; the server is asked before every request so that a
+        # stopping server closes keep-alive connections between requests, never during one.
+        self.close_connection = True
+        while self.server._wait_for_request(self.connection):
+            self.handle_one_request()
+            if self.close_connection:
+                break
+
+    def parse_request(self):
+        # The request line is in: from here until the answer is sent, a stop waits for it.
+        self.server._request_started(self.connection)
+        return super().parse_request()
+
     def _send(self, status: int, body: bytes, content_type: str, close: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        if close:
-            # The body was not read: the connection cannot carry another request.
+        if close or self.server.stopping:
+            # The body was not read, or the server is stopping: this is the connection's last
+            # answer, and the client learns so before it sends another request.
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
@@ -366,6 +388,10 @@ class _Handler(BaseHTTPRequestHandler):
                              "request", close=True)
             return
         body = self.rfile.read(size)
+        if len(body) < size:  # the client stopped sending; a truncated body must not be parsed
+            self._error(400, f"the request body ended after {len(body)} of {size} bytes",
+                        close=True)
+            return
         if urlsplit(self.path).path != "/invocations":
             self._error(404, f"no such path {self.path}; use GET /ping or POST /invocations")
             return
@@ -389,6 +415,10 @@ class _Handler(BaseHTTPRequestHandler):
 class InferenceServer(ThreadingHTTPServer):
     """A threading HTTP server holding one FM model.
 
+    Each open connection has a thread; up to ``max_connections`` are served at once and the
+    next ones wait in a listen backlog of ``request_queue_size``. :meth:`drain` stops it
+    gracefully once ``serve_forever()`` has returned (see :meth:`shutdown`).
+
     Parameters
     ----------
     model : object
@@ -398,14 +428,28 @@ class InferenceServer(ThreadingHTTPServer):
         Address to bind.
     port : int
         Port to bind; 0 picks a free one (see :attr:`url`).
+    max_connections : int, optional
+        Connections served at once.
+
+    Attributes
+    ----------
+    stopping : bool
+        True once :meth:`drain` has begun: answers say ``Connection: close``.
     """
 
-    daemon_threads = True
+    daemon_threads = True  # a client stalled past the drain time must not keep the process alive
+    request_queue_size = config.SERVE_LISTEN_BACKLOG
 
-    def __init__(self, model, host: str = config.SERVE_HOST, port: int = config.SERVE_PORT):
+    def __init__(self, model, host: str = config.SERVE_HOST, port: int = config.SERVE_PORT,
+                 max_connections: int = config.SERVE_MAX_CONNECTIONS):
         self.model = model
         self.feature_dim = int(model.w.shape[0])
         self.predictor_type = str(model.predictor_type)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._state = threading.Condition()
+        self._connections: dict[socket.socket, bool] = {}  # open connection → request in flight
+        self._closing = threading.Event()   # shutdown() or drain() called: accept nothing more
+        self.stopping = False                # drain() called: close connections between requests
         super().__init__((host, port), _Handler)
 
     @property
@@ -413,6 +457,105 @@ class InferenceServer(ThreadingHTTPServer):
         """``http://host:port`` the server listens on."""
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
+
+    # --- connection bookkeeping (the accept loop and the connection threads) ------------------
+
+    def process_request(self, request, client_address):
+        # At the connection limit, stop accepting: the next clients wait in the listen backlog
+        # instead of each costing a thread. Poll so that shutdown() is not held up.
+        while not self._slots.acquire(timeout=0.1):
+            if self._closing.is_set():
+                self.shutdown_request(request)
+                return
+        with self._state:
+            if self.stopping:  # drain() has begun: it would not know this connection
+                self._slots.release()
+                self.shutdown_request(request)
+                return
+            self._connections[request] = False
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request) -> None:
+        with self._state:
+            if self._connections.pop(request, None) is not None:
+                self._slots.release()
+            self._state.notify_all()
+
+    def _request_started(self, request) -> None:
+        with self._state:
+            self._connections[request] = True
+
+    def _wait_for_request(self, request) -> bool:
+        """Mark the connection idle before it reads the next request; False: close it instead.
+
+        Once the server is stopping, a connection that just answered closes. One that was idle
+        has been shut for reading by :meth:`drain`: it still reads and answers a request that
+        arrived before, and otherwise sees end-of-file.
+        """
+        with self._state:
+            if self.stopping and self._connections[request]:
+                return False
+            self._connections[request] = False
+            self._state.notify_all()
+            return True
+
+    def handle_error(self, request, client_address):
+        err = sys.exc_info()[1]
+        if isinstance(err, (ConnectionError, TimeoutError)):
+            # The client went away or stalled: its loss, not a server fault worth a traceback.
+            logger.debug("connection from %s ended: %s", client_address[0], err)
+        else:
+            logger.exception("error on the connection from %s", client_address[0])
+
+    # --- stopping ---------------------------------------------------------------------------
+
+    def shutdown(self):
+        """Make ``serve_forever()`` return; call from another thread. See :meth:`drain`."""
+        self._closing.set()
+        super().shutdown()
+
+    def drain(self, timeout: float = config.SERVE_DRAIN_S) -> int:
+        """Stop serving gracefully: let the requests in flight finish, close the rest.
+
+        Call after ``serve_forever()`` has returned. Closes the listening socket (new
+        connections are refused, those still in its backlog reset), closes idle keep-alive
+        connections, answers requests in flight with ``Connection: close`` and waits for their
+        connections to close.
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds to wait for the requests in flight.
+
+        Returns
+        -------
+        int
+            Requests still unfinished after ``timeout`` (0 when all finished).
+        """
+        self._closing.set()
+        with self._state:
+            self.stopping = True  # first: an answer sent after the socket closes says so
+            self.socket.close()
+            for conn, in_flight in self._connections.items():
+                if not in_flight:
+                    # Wakes the thread blocked reading the next request line with end-of-file;
+                    # bytes that already arrived are still read, and answered.
+                    try:
+                        conn.shutdown(socket.SHUT_RD)
+                    except OSError:
+                        pass
+            self._state.wait_for(lambda: not self._connections, timeout)
+            return sum(self._connections.values())
 
 
 def make_server(model, host: str = config.SERVE_HOST,
@@ -443,7 +586,10 @@ def load_model(model_dir: str):
 
 def serve(model_dir: str, host: str = config.SERVE_HOST, port: int = config.SERVE_PORT,
           ready_file: str | None = None) -> None:
-    """Serve the model in ``model_dir`` until SIGTERM or Ctrl-C.
+    """Serve the model in ``model_dir`` until SIGTERM or Ctrl-C, then drain it.
+
+    Requests in flight at the signal are answered (for up to ``config.SERVE_DRAIN_S``
+    seconds; see :meth:`InferenceServer.drain`) before this returns.
 
     Parameters
     ----------
@@ -457,8 +603,10 @@ def serve(model_dir: str, host: str = config.SERVE_HOST, port: int = config.SERV
     """
     model = load_model(model_dir)
     server = make_server(model, host, port)
-    # SIGTERM (undeploy) ends serve_forever like Ctrl-C does, so the socket is closed cleanly.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # SIGTERM (undeploy) stops the accept loop from another thread (shutdown() waits for the
+    # loop, which runs here); then drain() lets the requests in flight finish.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
+        target=server.shutdown, name="sigterm", daemon=True).start())
     try:
         if ready_file:
             storage.write_json(ready_file, {"url": server.url, "pid": os.getpid()})
@@ -468,8 +616,13 @@ def serve(model_dir: str, host: str = config.SERVE_HOST, port: int = config.SERV
     except KeyboardInterrupt:
         pass
     finally:
+        unfinished = server.drain(config.SERVE_DRAIN_S)
         server.server_close()
-        logger.info("stopped")
+        if unfinished:
+            logger.warning("stopped with %d requests unfinished after %s s", unfinished,
+                           config.SERVE_DRAIN_S)
+        else:
+            logger.info("stopped")
 
 
 def main(argv: list[str] | None = None) -> int:

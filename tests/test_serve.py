@@ -6,6 +6,7 @@ import http.client
 import io
 import json
 import os
+import socket
 import threading
 
 import numpy as np
@@ -38,6 +39,7 @@ def server(request):
     thread.start()
     yield model, *srv.server_address[:2]
     srv.shutdown()
+    srv.drain(10)
     srv.server_close()
 
 
@@ -248,6 +250,22 @@ def test_body_at_the_cap_is_read(server):
     status, _, out = _post(server, body)
     assert status == 200
     _check_predictions(model, json.loads(out)["predictions"], _expected(model, *csr))
+
+
+def test_truncated_body_is_400(server):
+    """A client that stops sending mid-body gets a 400, not a parse of half a request."""
+    _, host, port = server
+    body = sparse_json_body(*_rows(2), F)
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(f"POST /invocations HTTP/1.1\r\nHost: {host}\r\nContent-Type: "
+                     f"application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                     + body[:10])
+        sock.shutdown(socket.SHUT_WR)  # end of the request stream: 10 bytes of the body
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        assert resp.status == 400 and resp.getheader("Connection") == "close"
+        assert f"ended after 10 of {len(body)} bytes" in json.loads(resp.read())["error"]
+    assert _request(server, "GET", "/ping")[0] == 200
 
 
 def test_keep_alive_survives_errors(server):
