@@ -30,7 +30,12 @@ MANIFEST = "manifest.json"          # each stage directory's completion marker, 
 # WORK's Parquet: no dictionary pages. Most string columns are ids with few repeats, and
 # dictionary-encoding them made writing 3.5x slower for the same file size (snappy either way).
 PARQUET_OPTIONS = {"compression": "snappy", "use_dictionary": False}
-REJECTS_SAMPLE = "rejects.jsonl"    # per source file, beside the Parquet parts
+REVIEWS_DIR = "reviews"             # WORK/reviews: ingest's Parquet parts
+# Ingest's manifest sits with its parts; the "_" makes pandas, pyarrow and Dask skip it when
+# they read WORK/reviews as a dataset.
+INGEST_MANIFEST = f"{REVIEWS_DIR}/_manifest.json"
+REJECTS_DIR = "rejects"             # WORK/rejects: samples of rejected rows, outside any dataset
+REJECTS_SAMPLE = "rejects.jsonl"    # per source file: WORK/rejects/NNNN-rejects.jsonl
 REJECTS_SAMPLE_SIZE = 100           # rejected rows kept per file and reason
 SHARD_SUFFIX = ".pbr"
 MANIFEST_FORMAT = "fmprep/1"

@@ -12,7 +12,7 @@ import datetime as dt
 import dask
 import numpy as np
 
-from . import partio, recordio, storage
+from . import owned, partio, recordio, storage
 from .config import MANIFEST, MANIFEST_FORMAT, SHARD_SUFFIX
 from .errors import FmprepError
 
@@ -24,15 +24,48 @@ def encode_part(part_url: str, shard_url: str, feature_dim: int,
     Returns
     -------
     dict
-        ``rows`` and ``bytes`` of the shard written.
+        ``rows`` and ``bytes`` of the shard written, and the ranges its rows span:
+        ``days`` (days_since_first as encoded), ``labels`` and ``dates`` ([min, max] each).
     """
-    df = partio.read_part(part_url, ["user", "item", "days_since_first", "star_rating"],
-                          storage_options)
+    df = partio.read_part(part_url, ["user", "item", "days_since_first", "star_rating",
+                                     "review_date"], storage_options)
+    days = df["days_since_first"].to_numpy(np.float32)
+    labels = df["star_rating"].to_numpy(np.float32)
     buf = recordio.encode_fm_rows(df["user"].to_numpy(np.int64), df["item"].to_numpy(np.int64),
-                                  df["days_since_first"].to_numpy(np.float32),
-                                  df["star_rating"].to_numpy(np.float32), feature_dim)
+                                  days, labels, feature_dim)
     storage.write_bytes_atomic(shard_url, memoryview(buf), storage_options)
-    return {"rows": len(df), "bytes": int(buf.nbytes)}
+    dates = df["review_date"]
+    return {"rows": len(df), "bytes": int(buf.nbytes),
+            "days": [float(days.min()), float(days.max())],
+            "labels": [float(labels.min()), float(labels.max())],
+            "dates": [str(dates.min().date()), str(dates.max().date())]}
+
+
+def _span(results: list[dict], key: str) -> list | None:
+    """[min, max] of the shards' ``key`` ranges (None without shards)."""
+    if not results:
+        return None
+    return [min(r[key][0] for r in results), max(r[key][1] for r in results)]
+
+
+# fmprep's own names for the shards (see fmprep.owned): a crashed run leaves no manifest
+# listing them. OUTPUT's other files (report/, model/, deployment records) are not encode's.
+OWN_FILES = tuple(f"{ch}/part-*{SHARD_SUFFIX}" for ch in ("train", "test"))
+
+
+def clear(output: str, storage_options: dict | None = None) -> None:
+    """Claim OUTPUT and remove the encode stage's earlier shards, manifest first.
+
+    Only shards that the previous run listed, or that carry encode's own names, are deleted;
+    a trained model, the report and deployment records beside them stay (see
+    :mod:`fmprep.owned`).
+    """
+    owned.claim(output, "OUTPUT", storage_options)
+    old = storage.read_json(storage.join(output, MANIFEST), storage_options)
+    owned.remove_files(output, [MANIFEST], storage_options)
+    owned.remove_files(output, owned.listed_files(old) + owned.fmprep_files(
+        output, OWN_FILES, storage_options), storage_options)
+    owned.make_dirs(output, ("train", "test"), storage_options)
 
 
 def encode(work: str, output: str, storage_options: dict | None = None,
@@ -59,7 +92,7 @@ def encode(work: str, output: str, storage_options: dict | None = None,
     if prepared is None:
         raise FmprepError(f"{work} has no finished prepare stage; run make data (or "
                           "`fmprep prepare`) first")
-    storage.reset_stage_dir(output, storage_options)
+    clear(output, storage_options)
     feature_dim = prepared["feature_dim"]
     channels = {}
     tasks = {}
@@ -78,17 +111,22 @@ def encode(work: str, output: str, storage_options: dict | None = None,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "feature_dim": feature_dim,
         "num_users": prepared["num_users"], "num_items": prepared["num_items"],
+        # train_range: the values training saw, to which predict clips a query's days.
         "days_since_first": {"column": feature_dim - 1,
                              "scale": prepared["settings"]["days_scale"],
-                             "divisor": prepared["days_divisor"]},
+                             "divisor": prepared["days_divisor"],
+                             "train_range": _span(results["train"], "days")},
         "label": "star_rating",
+        "label_range": _span(results["train"] + results["test"], "labels"),
+        "review_dates": _span(results["train"] + results["test"], "dates"),
         "channels": {
             ch: {"rows": sum(r["rows"] for r in results[ch]),
-                 "shards": [{"file": f"{ch}/{name}", **r}
+                 "shards": [{"file": f"{ch}/{name}", "rows": r["rows"], "bytes": r["bytes"]}
                             for name, r in zip(channels[ch], results[ch])]}
             for ch in ("train", "test")},
         "counts": prepared["counts"], "settings": prepared["settings"],
         "work": work,
+        "files": [f"{ch}/{name}" for ch in ("train", "test") for name in channels[ch]],
     }
     manifest.update(extra or {})
     storage.write_json(storage.join(output, MANIFEST), manifest, storage_options)

@@ -75,6 +75,7 @@ from . import storage
 from .config import (FM_DEFAULTS, FM_LOCAL_L2, FM_LOCAL_OPTIONS, FM_LOCAL_RECOMMENDED,
                      FM_OPTIONAL, FM_REQUIRED, MANIFEST)
 from .errors import FmprepError
+from .freshness import data_stamp
 from .recordio import decode_records
 
 __all__ = ["FMModel", "validate_hyperparameters", "sagemaker_hyperparameters",
@@ -213,8 +214,12 @@ class FMModel:
         return _scores(indptr, indices, values, self.w0, self.w, self.V,
                        self.predictor_type == "binary_classifier")
 
-    def save(self, directory: str, storage_options: dict | None = None) -> None:
+    def save(self, directory: str, storage_options: dict | None = None,
+             data: dict | None = None) -> None:
         """Write ``model.npz`` (arrays only) and then ``model.json`` (metadata) to ``directory``.
+
+        ``data`` (:func:`fmprep.freshness.data_stamp` of the training data) is recorded so that
+        predict and deploy can refuse the model once ``make data`` has rebuilt the data.
 
         ``directory`` may be local or a URL (s3://). Nothing is pickled: :meth:`load` reads the
         arrays with ``allow_pickle=False``. ``model.json`` is written last, so a directory with
@@ -227,6 +232,8 @@ class FMModel:
         meta = {"format": MODEL_FORMAT, "predictor_type": self.predictor_type,
                 "feature_dim": self.feature_dim, "num_factors": self.num_factors,
                 "hyperparameters": self.hyperparameters}
+        if data is not None:
+            meta["data"] = data
         storage.write_json(storage.join(directory, "model.json"), meta, storage_options)
 
     @classmethod
@@ -810,7 +817,7 @@ def train_from_output(output_dir: str, model_dir: str, hyperparameters: dict,
     test_records = read_channel(output_dir, manifest, "test", storage_options)
     read_seconds = time.perf_counter() - t0
     model, metrics = train(train_records, test_records, hp, progress)
-    model.save(model_dir, storage_options)
+    model.save(model_dir, storage_options, data=data_stamp(manifest))
     metrics["read_seconds"] = read_seconds
     metrics["wall_seconds"] = time.perf_counter() - t0
     metrics["hyperparameters"] = hp

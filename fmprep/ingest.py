@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dask.utils import parse_bytes
 
-from . import partio, progress, storage
-from .config import MANIFEST, MANIFEST_FORMAT, PARQUET_OPTIONS, REJECTS_SAMPLE
+from . import owned, partio, progress, storage
+from .config import (INGEST_MANIFEST, MANIFEST, MANIFEST_FORMAT, PARQUET_OPTIONS, REJECTS_DIR,
+                     REJECTS_SAMPLE, REVIEWS_DIR)
 from .errors import FmprepError
 from .sources import (AUTO, BLOCK_SIZE, MAX_BLOCK_SIZE, REJECT_REASONS, REVIEWS_SCHEMA,
                       TITLE_REASONS, TITLES_SCHEMA, LineTooLong, check_format, clean_batch,
@@ -84,7 +85,8 @@ def _block_size(part_size: int) -> int:
 
 
 def ingest_file(url: str, index: int, out_dir: str, part_size: int,
-                storage_options: dict | None = None, fmt: str = AUTO) -> dict:
+                storage_options: dict | None = None, fmt: str = AUTO,
+                rejects_dir: str | None = None) -> dict:
     """Stream one source file into Parquet parts under ``out_dir``.
 
     Parameters
@@ -101,6 +103,8 @@ def ingest_file(url: str, index: int, out_dir: str, part_size: int,
         Passed to fsspec for both reading and writing.
     fmt : str
         One of :data:`fmprep.sources.FORMAT_CHOICES`; ``auto`` sniffs the file.
+    rejects_dir : str, optional
+        Directory for the rejects sample ``NNNN-rejects.jsonl`` (default ``out_dir``).
 
     Returns
     -------
@@ -114,7 +118,7 @@ def ingest_file(url: str, index: int, out_dir: str, part_size: int,
         parts = []
         try:
             return _ingest_stream(url, index, out_dir, part_size, block_size, storage_options,
-                                  fmt, parts)
+                                  fmt, parts, rejects_dir or out_dir)
         except LineTooLong:
             # A line longer than a parse block: start the file again with larger blocks.
             for p in parts:
@@ -126,7 +130,7 @@ def ingest_file(url: str, index: int, out_dir: str, part_size: int,
 
 
 def _ingest_stream(url, index, out_dir, part_size, block_size, storage_options, fmt,
-                   parts) -> dict:
+                   parts, rejects_dir) -> dict:
     with open_reviews(url, fmt, storage_options, block_size) as src:
         _write_parts(src, src.tables(), out_dir, f"part-{index:04d}", REVIEWS_SCHEMA, part_size,
                      storage_options, parts)
@@ -135,7 +139,7 @@ def _ingest_stream(url, index, out_dir, part_size, block_size, storage_options, 
     if rows_valid + rejects.total == 0:
         header = "a header but " if src.format in _HEADER_FORMATS else ""
         raise FmprepError(f"{url} has {header}no rows; point SOURCE= at a file with reviews")
-    _write_rejects(storage.join(out_dir, f"{index:04d}-{REJECTS_SAMPLE}"), rejects,
+    _write_rejects(storage.join(rejects_dir, f"{index:04d}-{REJECTS_SAMPLE}"), rejects,
                    storage_options)
     return {"source": url, "format": src.format, "rows_read": rows_valid + rejects.total,
             "rows_valid": rows_valid, "rejected": rejects.counts, "bytes_read": src.bytes_read,
@@ -231,11 +235,8 @@ def _join_titles(out_dir: str, parts: list[str], title_parts: list[str], n_title
         rows = dask.compute(*[
             dask.delayed(_write_reviews_part)(part, storage.join(out_dir, name), storage_options)
             for part, name in zip(joined.to_delayed(), names)])
-    for p in parts:
-        storage.remove(storage.join(out_dir, p), storage_options)
-    fs, path = storage.filesystem(storage.join(out_dir, TITLES_DIR), storage_options)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    owned.remove_files(out_dir, list(parts) + [f"{TITLES_DIR}/{p}" for p in title_parts],
+                       storage_options)
     return [{"file": n, "rows": r} for n, r in zip(names, rows) if r > 0]
 
 
@@ -287,16 +288,17 @@ def ingest(sources: list[str], work: str, part_size: str | int = "128MB",
     if part_bytes <= 0:
         raise FmprepError(f"part size must be positive, got {part_size!r}; use e.g. 128MB")
     meta = list(meta or [])
-    out_dir = storage.join(work, "reviews")
-    storage.reset_stage_dir(out_dir, storage_options)
+    out_dir = storage.join(work, REVIEWS_DIR)
+    rejects_dir = storage.join(work, REJECTS_DIR)
+    clear(work, storage_options)
     fingerprints = [source_fingerprint(u, storage_options) for u in sources]
     meta_fingerprints = [source_fingerprint(u, storage_options) for u in meta]
     tasks = [dask.delayed(ingest_file, pure=False)(u, i, out_dir, part_bytes, storage_options,
-                                                   fmt)
+                                                   fmt, rejects_dir)
              for i, u in enumerate(sources)]
     title_dir = storage.join(out_dir, TITLES_DIR)
     title_tasks = [dask.delayed(ingest_titles_file, pure=False)(u, i, title_dir, part_bytes,
-                                                                storage_options, out_dir)
+                                                                storage_options, rejects_dir)
                    for i, u in enumerate(meta)]
     results, title_results = dask.compute(tasks, title_tasks)
     results, title_results = list(results), list(title_results)
@@ -323,5 +325,31 @@ def ingest(sources: list[str], work: str, part_size: str | int = "128MB",
                        "titles": n_titles,
                        "rejected": _sum_counts(title_results, TITLE_REASONS)}}
     manifest["parts"] = [p["file"] for p in parts]
-    storage.write_json(storage.join(out_dir, MANIFEST), manifest, storage_options)
+    rejects = [f"{REJECTS_DIR}/{i:04d}-{REJECTS_SAMPLE}" for i in range(len(sources))]
+    rejects += [f"{REJECTS_DIR}/meta-{i:04d}-{REJECTS_SAMPLE}" for i in range(len(meta))]
+    manifest["files"] = [f"{REVIEWS_DIR}/{p}" for p in manifest["parts"]] + rejects
+    storage.write_json(storage.join(work, INGEST_MANIFEST), manifest, storage_options)
     return manifest
+
+
+# fmprep's own names for what ingest writes under WORK (see fmprep.owned): a crashed run
+# leaves no manifest listing them.
+OWN_FILES = (f"{REVIEWS_DIR}/*.parquet", f"{REVIEWS_DIR}/{TITLES_DIR}/*.parquet",
+             f"{REJECTS_DIR}/*-{REJECTS_SAMPLE}",
+             # earlier fmprep versions kept these inside WORK/reviews
+             f"{REVIEWS_DIR}/{MANIFEST}", f"{REVIEWS_DIR}/*-{REJECTS_SAMPLE}")
+
+
+def clear(work: str, storage_options: dict | None = None) -> None:
+    """Remove the ingest stage's earlier output from ``work``, manifest first.
+
+    Only files that the previous run listed, or that carry ingest's own names in its own
+    folders, are deleted (see :mod:`fmprep.owned`).
+    """
+    owned.claim(work, "WORK", storage_options)
+    old = storage.read_json(storage.join(work, INGEST_MANIFEST), storage_options)
+    owned.remove_files(work, [INGEST_MANIFEST], storage_options)
+    owned.remove_files(work, owned.listed_files(old) + owned.fmprep_files(work, OWN_FILES,
+                                                                          storage_options),
+                       storage_options)
+    owned.make_dirs(work, [REVIEWS_DIR, REJECTS_DIR], storage_options)

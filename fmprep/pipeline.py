@@ -15,9 +15,11 @@ import time
 from . import encode as encode_stage
 from . import ingest as ingest_stage
 from . import prepare as prepare_stage
-from . import progress, storage
-from .config import MANIFEST, PrepSettings
+from . import owned, progress, storage
+from .config import (INGEST_MANIFEST, MANIFEST, REJECTS_DIR, REJECTS_SAMPLE, REVIEWS_DIR,
+                     PrepSettings)
 from .errors import FmprepError
+from .freshness import stale_notes
 from .sources import check_format
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,25 @@ def expand_meta(meta: str | None, storage_options) -> list[str]:
     except FmprepError:
         raise FmprepError(f"meta file not found: {meta}; set META= (--meta) to an existing "
                           "meta_<Category>.jsonl(.gz), u.item, movies.dat or movies.csv") from None
+
+
+def claim_locations(work: str, output: str, storage_options=None) -> None:
+    """Check, before any data is read, that WORK and OUTPUT are fmprep's to write.
+
+    Raises
+    ------
+    FmprepError
+        If they are the same place (each stage's manifest would overwrite the other's), or
+        either holds files fmprep did not write (see :func:`fmprep.owned.claim`).
+    """
+    def where(url):
+        fs, path = storage.filesystem(url, storage_options)
+        return fs.protocol, path.rstrip("/")
+    if where(work) == where(output):
+        raise FmprepError(f"WORK and OUTPUT are both {output}; give them different directories "
+                          "(e.g. WORK=data/work OUTPUT=data/output)")
+    owned.claim(work, "WORK", storage_options)
+    owned.claim(output, "OUTPUT", storage_options)
 
 
 def _done(url: str, key: str, storage_options) -> dict | None:
@@ -92,17 +113,18 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
     """
     validate_settings(settings)
     check_format(fmt)
+    claim_locations(work, output, storage_options)
     sources = storage.expand_sources(source, storage_options)
     fingerprints = [ingest_stage.source_fingerprint(u, storage_options) for u in sources]
     meta_files = expand_meta(meta, storage_options)
     meta_fingerprints = [ingest_stage.source_fingerprint(u, storage_options) for u in meta_files]
 
     ingest_key = stage_key("ingest", fingerprints, settings.part_size, fmt, meta_fingerprints)
-    ingest_url = storage.join(work, "reviews", MANIFEST)
+    ingest_url = storage.join(work, INGEST_MANIFEST)
     ingested = None if force else _done(ingest_url, ingest_key, storage_options)
     t0 = time.perf_counter()
     if ingested is None:
-        log.info("ingest: %d file(s) → %s", len(sources), storage.join(work, "reviews"))
+        log.info("ingest: %d file(s) → %s", len(sources), storage.join(work, REVIEWS_DIR))
         total = sum(f["size"] or 0 for f in fingerprints + meta_fingerprints)
         with progress.ingest_bytes(total, show_progress):
             ingested = ingest_stage.ingest(sources, work, settings.part_size, storage_options,
@@ -137,7 +159,7 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
         extra = {"key": encode_key, "sources": fingerprints,
                  **({"meta": meta_fingerprints} if meta_files else {}),
                  "ingest": {**ingested["totals"],
-                            "rejects_samples": storage.join(work, "reviews", "*-rejects.jsonl")}}
+                            "rejects_samples": storage.join(work, REJECTS_DIR, f"*-{REJECTS_SAMPLE}")}}
         with progress.dask_tasks(show_progress):
             encoded = encode_stage.encode(work, output, storage_options, extra=extra)
         log.info("encode: %d train shards, %d test shards → %s (%.1f s)",
@@ -148,4 +170,6 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
     from .report import write_report
 
     write_report(output, storage_options, work=work)  # logs its own path
+    for note in stale_notes(output, encoded, storage_options):
+        log.warning("note: %s", note)
     return encoded

@@ -41,8 +41,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import partio, storage
-from .config import MANIFEST, MANIFEST_FORMAT, PrepSettings
+from . import owned, partio, storage
+from .config import INGEST_MANIFEST, MANIFEST, MANIFEST_FORMAT, REVIEWS_DIR, PrepSettings
 from .errors import FmprepError
 
 log = logging.getLogger(__name__)
@@ -408,12 +408,12 @@ def gather_shard(urls: list[str], bucket: int, out_url: str,
 
 # --- the stage ------------------------------------------------------------------------------
 
-def _stage_parts(work: str, stage: str, storage_options: dict | None) -> tuple[dict, list[str]]:
-    manifest = storage.read_json(storage.join(work, stage, MANIFEST), storage_options)
+def _ingested_parts(work: str, storage_options: dict | None) -> tuple[dict, list[str]]:
+    manifest = storage.read_json(storage.join(work, INGEST_MANIFEST), storage_options)
     if manifest is None:
-        raise FmprepError(f"{storage.join(work, stage)} is missing or incomplete; run the "
+        raise FmprepError(f"{storage.join(work, REVIEWS_DIR)} is missing or incomplete; run the "
                           "previous stage first (make data runs them all)")
-    return manifest, [storage.join(work, stage, p) for p in manifest["parts"]]
+    return manifest, [storage.join(work, REVIEWS_DIR, p) for p in manifest["parts"]]
 
 
 def _shuffle_method() -> str | None:
@@ -437,10 +437,29 @@ def _after(value, *done):
     return value
 
 
-def _remove_dir(url: str, storage_options: dict | None) -> None:
-    fs, path = storage.filesystem(url, storage_options)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+# fmprep's own names for what prepare writes under WORK (see fmprep.owned): scratch files of
+# the shuffles, and the parts of the four datasets.
+SCRATCH_FILES = tuple(f"{d}/part-*{partio.SCRATCH_SUFFIX}" for d in SCRATCH_DIRS)
+OUTPUT_DIRS = ("train", "test", "users", "items")
+OWN_FILES = SCRATCH_FILES + tuple(f"{d}/part-*.parquet" for d in OUTPUT_DIRS)
+
+
+def clear(work: str, storage_options: dict | None = None) -> None:
+    """Remove the prepare stage's earlier output from ``work``, manifest first.
+
+    Only files that the previous run listed, or that carry prepare's own names in its own
+    folders, are deleted (see :mod:`fmprep.owned`).
+    """
+    owned.claim(work, "WORK", storage_options)
+    old = storage.read_json(storage.join(work, MANIFEST), storage_options)
+    if old is not None and old.get("stage") == "prepare":
+        owned.remove_files(work, [MANIFEST], storage_options)
+    else:
+        old = None
+    owned.remove_files(work, owned.listed_files(old) + owned.fmprep_files(work, OWN_FILES,
+                                                                          storage_options),
+                       storage_options)
+    owned.make_dirs(work, SCRATCH_DIRS + OUTPUT_DIRS, storage_options)
 
 
 def _keep_products(counts: list, min_product_ratings: int, split_out: int,
@@ -497,13 +516,9 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     dict
         The manifest written last to ``WORK/manifest.json``.
     """
-    ingested, review_parts = _stage_parts(work, "reviews", storage_options)
+    ingested, review_parts = _ingested_parts(work, storage_options)
     out_manifest = storage.join(work, MANIFEST)
-    fs, path = storage.filesystem(out_manifest, storage_options)
-    if fs.exists(path):
-        fs.rm(path)
-    for d in SCRATCH_DIRS + ("train", "test", "users", "items"):
-        storage.reset_stage_dir(storage.join(work, d), storage_options)
+    clear(work, storage_options)
     n_parts = len(review_parts)
     split_out = max(1, n_parts // 8)
     delayed = dask.delayed
@@ -640,8 +655,8 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
         storage_options)
     (done,) = dask.compute(tasks)
     # Only now: until here a lost worker's results are recomputed from these files.
-    for d in SCRATCH_DIRS:
-        _remove_dir(storage.join(work, d), storage_options)
+    owned.remove_files(work, owned.fmprep_files(work, SCRATCH_FILES, storage_options),
+                       storage_options)
     shard_rows = done.pop("shards")
     done["train"] = list(zip(names["train"], shard_rows[:n_train]))
     done["test"] = list(zip(names["test"], shard_rows[n_train:]))
@@ -666,6 +681,7 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
         "distributions": {"customers": _histogram_pairs(customer_histogram),
                           "products": _histogram_pairs(product_histogram)},
         "parts": {k: [{"file": n, "rows": r} for n, r in v] for k, v in done.items()},
+        "files": [f"{k}/{n}" for k, v in done.items() for n, _ in v],
     }
     storage.write_json(out_manifest, manifest, storage_options)
     return manifest

@@ -24,7 +24,6 @@ import html
 import io
 import logging
 import math
-import posixpath
 
 import numpy as np
 
@@ -724,6 +723,11 @@ def render_html(output: str, manifest: dict, stats: dict, model_html: str,
 
 # --- the entry point -----------------------------------------------------------------------------
 
+# Every chart write_report can draw; charts of an earlier report that this one lacks are removed.
+IMAGES = ("funnel.png", "ratings_per_customer.png", "ratings_per_product.png", "star_ratings.png",
+          "days_since_first.png", "learning_curve.png")
+
+
 def _remove(url: str, storage_options) -> None:
     fs, path = storage.filesystem(url, storage_options)
     if fs.exists(path):
@@ -801,9 +805,9 @@ def write_report(output: str, storage_options: dict | None = None, work: str | N
         storage.write_bytes_atomic(storage.join(report, name), data, storage_options)
     storage.write_bytes_atomic(index, page.encode("utf-8"), storage_options)
 
-    fs, path = storage.filesystem(report, storage_options)
-    for old in fs.glob(posixpath.join(path.rstrip("/"), "*.png")):
-        if posixpath.basename(old) not in images:
-            fs.rm(old)
+    # Only charts this module names: a file a user put in the report folder stays.
+    from . import owned
+
+    owned.remove_files(report, [n for n in IMAGES if n not in images], storage_options)
     log.info("report: %s", index)
     return index

@@ -29,6 +29,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, EndpointConnectionE
 
 from . import config, storage
 from .config import MANIFEST
+from .freshness import check_model, data_stamp
 from .errors import FmprepError
 
 __all__ = ["deploy", "fm_image_uri", "predict", "read_record", "resolve_region", "train",
@@ -243,7 +244,7 @@ def train(output: str, role: str, hyperparameters: dict,
     job = {"name": name, "arn": created["TrainingJobArn"], "status": "InProgress",
            "image_uri": image, "instance_type": instance_type,
            "instance_count": int(instance_count), "hyperparameters": hp,
-           "model_artifact": None, "metrics": {}}
+           "model_artifact": None, "metrics": {}, "data": data_stamp(manifest)}
     record = read_record(output, storage_options)
     record.update(region=region, training_job=job)
     _write_record(output, record, storage_options)  # a crash while waiting still names the job
@@ -324,13 +325,19 @@ def deploy(output: str, role: str, instance_type: str = config.ENDPOINT_INSTANCE
     """
     _check_role(role)
     record = read_record(output, storage_options)
+    job = record.get("training_job") or {}
+    trained_on = None
     if model_artifact is None:
-        job = record.get("training_job") or {}
         if job.get("status") != "Completed" or not job.get("model_artifact"):
             raise FmprepError(f"no completed training job recorded in "
                               f"{storage.join(output, config.SAGEMAKER_RECORD)}; run train with "
                               "BACKEND=sagemaker first")
         model_artifact = job["model_artifact"]
+        manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
+        if manifest is not None:
+            check_model({"data": job.get("data")}, manifest,
+                        f"training job {job.get('name')} ({model_artifact})")
+        trained_on = job.get("data")
     region = resolve_region(region or record.get("region"))
     image = fm_image_uri(region, image_uri)
     sm, _ = _clients(region)
@@ -360,7 +367,8 @@ def deploy(output: str, role: str, instance_type: str = config.ENDPOINT_INSTANCE
 
     endpoint = {"name": name, "endpoint_config": name, "model": name,
                 "instance_type": instance_type, "instance_count": int(instance_count),
-                "image_uri": image, "model_artifact": model_artifact, "status": status}
+                "image_uri": image, "model_artifact": model_artifact, "status": status,
+                "data": trained_on}
     record.update(region=region, endpoint=endpoint)
     _write_record(output, record, storage_options)
     return endpoint

@@ -109,28 +109,6 @@ def remove(url: str, storage_options: dict | None = None) -> None:
         fs.rm(path)
 
 
-def reset_stage_dir(url: str, storage_options: dict | None = None) -> None:
-    """Empty a stage directory before a stage writes it, manifest first.
-
-    The manifest goes first so that a crash while deleting or rewriting never leaves a
-    directory whose manifest describes files that are gone or half-written.
-    """
-    fs, path = filesystem(url, storage_options)
-    manifest = posixpath.join(path, MANIFEST) if is_remote(url) else os.path.join(path, MANIFEST)
-    if fs.exists(manifest):
-        fs.rm(manifest)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-    try:
-        # Object stores have no directories; s3fs's makedirs would even create a missing bucket.
-        if not is_remote(url):
-            fs.makedirs(path, exist_ok=True)
-    except OSError as err:
-        raise FmprepError(f"cannot write to {url}: {err.strerror or err}; choose a writable "
-                          "location (WORK= / OUTPUT=) or fix its permissions")
-    check_writable(url, storage_options)
-
-
 def check_writable(url: str, storage_options: dict | None = None) -> None:
     """Fail early, with the fix in the message, if ``url`` cannot be written."""
     probe = join(url, f".fmprep-write-test-{uuid.uuid4().hex[:8]}")

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from fmprep import config, storage
 from fmprep.config import MANIFEST
 from fmprep.errors import FmprepError
+from fmprep.freshness import check_model, read_manifest, stale_reason
 
 PROG = "train_deploy"
 EPILOG = """examples:
@@ -113,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
             "train_deploy.py predict --customer 10001 --product B00ABC1234 --date 2015-08-31")
     p.add_argument("--customer", required=True, help="customer_id as in the source data")
     p.add_argument("--product", required=True, help="product_id as in the source data")
-    p.add_argument("--date", help="date of the rating, YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--date", help="date of the rating, YYYY-MM-DD (default: the latest review "
+                   "date in the data; days outside those training saw are clipped to them)")
     p.add_argument("--work", help="WORK directory with the id maps (default: the manifest's)")
 
     add("undeploy", "stop the local server or delete the SageMaker endpoint, config and model",
@@ -137,11 +139,7 @@ def hyperparameters(ns) -> dict:
 
 
 def _manifest(output: str) -> dict:
-    manifest = storage.read_json(storage.join(output, MANIFEST))
-    if manifest is None:
-        raise FmprepError(f"no {MANIFEST} in {output}; run make data first (or pass --output / "
-                          "OUTPUT=)")
-    return manifest
+    return read_manifest(output)
 
 
 # --- train --------------------------------------------------------------------------------------
@@ -227,8 +225,10 @@ def deploy_local(output: str, model_dir: str, host: str, port: int) -> dict:
     if running and _ping(running["url"]):
         raise FmprepError(f"a local server is already running at {running['url']} (pid "
                           f"{running['pid']}); run undeploy first")
-    if not os.path.exists(os.path.join(model_dir, "model.json")):
+    model_meta = storage.read_json(os.path.join(model_dir, "model.json"))
+    if model_meta is None:
         raise FmprepError(f"no model in {model_dir}; run make train first (or pass --model-dir)")
+    check_model(model_meta, _manifest(output), model_dir)
     log_path = os.path.join(output, config.SERVER_LOG)
     ready = os.path.join(output, ".serve-ready.json")
     if os.path.exists(ready):
@@ -254,7 +254,8 @@ def deploy_local(output: str, model_dir: str, host: str, port: int) -> dict:
         time.sleep(0.1)
     os.remove(ready)
     record = {"backend": "local", "url": url, "pid": proc.pid,
-              "model_dir": os.path.abspath(model_dir), "log": os.path.abspath(log_path)}
+              "model_dir": os.path.abspath(model_dir), "log": os.path.abspath(log_path),
+              "data": model_meta.get("data")}
     storage.write_json(record_path, record)
     return record
 
@@ -329,18 +330,36 @@ def _rows(urls: list[str], column: str, value: str, columns: list[str]):
     return pa.concat_tables(tables) if tables else None
 
 
-def fm_row(output: str, work: str | None, customer: str, product: str, date: dt.date):
+def default_date(manifest: dict) -> dt.date:
+    """predict's DATE when none is given: the latest review date in the data.
+
+    Today would ask the model about a time it never saw (years past the data, for the public
+    review sets); the data's last day is the latest date training knows about.
+    """
+    dates = manifest.get("review_dates")
+    if not dates:
+        raise FmprepError(f"{MANIFEST} predates review_dates; pass --date (DATE=YYYY-MM-DD) or "
+                          "rerun make data FORCE=1")
+    return dt.date.fromisoformat(dates[1])
+
+
+def fm_row(output: str, work: str | None, customer: str, product: str,
+           date: dt.date | None = None):
     """The FM feature row for (customer, product, date), from OUTPUT's manifest and WORK's maps.
+
+    The days since the customer's first review are scaled as the training data was and clipped
+    to the range the training rows span: an FM extrapolates a linear term without bound.
 
     Returns
     -------
     indices, values : list
-        Keys ``[user, item, feature_dim - 1]`` and values ``[1, 1, days_since_first]``, with days
-        since the customer's first review scaled as the training data was.
+        Keys ``[user, item, feature_dim - 1]`` and values ``[1, 1, days_since_first]``.
     info : dict
-        ``feature_dim``, ``user``, ``item``, ``title``, ``first_review``, ``days``.
+        ``feature_dim``, ``user``, ``item``, ``title``, ``first_review``, ``date`` (given or
+        :func:`default_date`), ``days`` (unclipped), ``clipped_days`` (None when in range).
     """
     manifest = _manifest(output)
+    date = date or default_date(manifest)
     work = work or manifest.get("work")
     prepared = storage.read_json(storage.join(work, MANIFEST)) if work else None
     if prepared is None:
@@ -360,14 +379,18 @@ def fm_row(output: str, work: str | None, customer: str, product: str, date: dt.
     first = users["first_review"][0].as_py()
     first = first.date() if isinstance(first, dt.datetime) else first
     days = (date - first).days
-    if days < 0:
-        raise FmprepError(f"--date {date} is before customer {customer}'s first review ({first}); "
-                          "pass a later --date")
     feature_dim = int(manifest["feature_dim"])
-    scaled = days / float(manifest["days_since_first"]["divisor"])
+    divisor = float(manifest["days_since_first"]["divisor"])
+    scaled, clipped = days / divisor, None
+    seen = manifest["days_since_first"].get("train_range")
+    if seen and not seen[0] <= scaled <= seen[1]:
+        scaled = min(max(scaled, seen[0]), seen[1])
+        clipped = round(scaled * divisor)
     user, item = int(users["user"][0].as_py()), int(items["item"][0].as_py())
     info = {"feature_dim": feature_dim, "user": user, "item": item,
-            "title": items["product_title"][0].as_py(), "first_review": str(first), "days": days}
+            "title": items["product_title"][0].as_py(), "first_review": str(first),
+            "date": date, "days": days, "clipped_days": clipped,
+            "seen_days": [round(v * divisor) for v in seen] if seen else None}
     return [user, item, feature_dim - 1], [1.0, 1.0, scaled], info
 
 
@@ -385,21 +408,32 @@ def _post_local(url: str, body: bytes) -> dict:
         raise FmprepError(f"no server answering at {url} ({err}); run make deploy") from None
 
 
+def rating_text(raw: float, label_range: list | None) -> str:
+    """The score on the rating scale (clipped to the ratings seen), the raw score beside it."""
+    if not label_range:
+        return f"score {raw:.4f}"
+    lo, hi = label_range
+    shown = min(max(raw, lo), hi)
+    note = f", clipped to the rating range {lo:g}–{hi:g}" if shown != raw else ""
+    return f"score {shown:.2f} (raw {raw:.4f}{note})"
+
+
 def cmd_predict(ns) -> None:
     from fmprep.serve import sparse_json_body
 
-    today = dt.datetime.now(dt.timezone.utc).date()
     try:
-        date = dt.date.fromisoformat(ns.date) if ns.date else today
+        date = dt.date.fromisoformat(ns.date) if ns.date else None
     except ValueError:
-        raise FmprepError(f"--date {ns.date!r} is not a date; use YYYY-MM-DD") from None
-    indices, values, info = fm_row(ns.output, ns.work, ns.customer, ns.product, date)
-    body = sparse_json_body([0, len(indices)], indices, values, info["feature_dim"])
+        raise FmprepError(f"DATE={ns.date!r} (--date) is not a date; use YYYY-MM-DD") from None
+    manifest = _manifest(ns.output)
     if ns.backend == "local":
         record = storage.read_json(os.path.join(_local_dir(ns.output), config.ENDPOINT_RECORD))
         if record is None:
             raise FmprepError(f"no local server recorded in {ns.output}; run make deploy first")
-        answer = _post_local(record["url"], body)
+        reason = stale_reason(record.get("data"), manifest)
+        if reason:
+            raise FmprepError(f"the server at {record['url']} serves a model of earlier data "
+                              f"({reason}); run make train, then make undeploy && make deploy")
     else:
         from fmprep import sagemaker
 
@@ -407,11 +441,30 @@ def cmd_predict(ns) -> None:
         if not record.get("endpoint"):
             raise FmprepError(f"no endpoint recorded in {ns.output}; run make deploy "
                               "BACKEND=sagemaker first")
+        reason = stale_reason(record["endpoint"].get("data"), manifest)
+        if reason:
+            raise FmprepError(f"endpoint {record['endpoint']['name']} serves a model of earlier "
+                              f"data ({reason}); run make train BACKEND=sagemaker, then "
+                              "undeploy and deploy")
+    indices, values, info = fm_row(ns.output, ns.work, ns.customer, ns.product, date)
+    date = info["date"]
+    if info["clipped_days"] is not None:
+        lo, hi = info["seen_days"]
+        log.warning("DATE %s is %d days after customer %s's first review; training saw %d to %d "
+                    "days, so the model is asked about %d days (it cannot extrapolate)",
+                    date, info["days"], ns.customer, lo, hi, info["clipped_days"])
+    body = sparse_json_body([0, len(indices)], indices, values, info["feature_dim"])
+    if ns.backend == "local":
+        answer = _post_local(record["url"], body)
+    else:
         answer = sagemaker.predict(record["endpoint"]["name"], body,
                                    region=ns.region or record.get("region"))
     pred = answer["predictions"][0]
-    label = f", predicted_label {pred['predicted_label']}" if "predicted_label" in pred else ""
-    print(f"score {pred['score']:.4f}{label}: customer {ns.customer} (user {info['user']}), "
+    if "predicted_label" in pred:  # binary_classifier: a probability, not a rating
+        score = f"score {pred['score']:.4f}, predicted_label {pred['predicted_label']}"
+    else:
+        score = rating_text(pred["score"], manifest.get("label_range"))
+    print(f"{score}: customer {ns.customer} (user {info['user']}), "
           f"product {ns.product} (item {info['item']}, {info['title']!r}), {date} = "
           f"{info['days']} days after their first review")
 

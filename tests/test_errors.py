@@ -108,5 +108,5 @@ def test_small_valid_file_runs(tmp_path, capsys, dirs):
     code, errors = run_cli(capsys, "--source", src, *dirs)
     assert code == 0 and errors == []
     assert os.path.exists(tmp_path / "out" / "manifest.json")
-    rejects = open(tmp_path / "work" / "reviews" / "0000-rejects.jsonl").read()
+    rejects = open(tmp_path / "work" / "rejects" / "0000-rejects.jsonl").read()
     assert "too_few_fields" in rejects and "bad_rating" in rejects

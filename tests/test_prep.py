@@ -71,7 +71,7 @@ def test_one_partition_and_many_give_identical_shards(tmp_path, sample_file):
     source, _ = sample_file
     one, _, out_one = run(tmp_path, source, name="one", part_size="1GB")
     many, work_many, out_many = run(tmp_path, source, name="many", part_size="200kB")
-    assert len(json.load(open(os.path.join(work_many, "reviews", "manifest.json")))["parts"]) > 5
+    assert len(json.load(open(os.path.join(work_many, "reviews", "_manifest.json")))["parts"]) > 5
     for channel in ("train", "test"):
         shards = one["channels"][channel]["shards"]
         assert [s["file"] for s in shards] == [s["file"] for s in many["channels"][channel]["shards"]]

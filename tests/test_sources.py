@@ -275,10 +275,10 @@ def test_meta_titles_joined_by_hash_partitions_match_one_partition(tmp_path, mon
     assert shards_many == shards
     pd.testing.assert_frame_equal(items_many, items)
     assert items.set_index("product_id").loc["1", "product_title"] == "AAA first"
-    meta_totals = json.load(open(tmp_path / "many" / "work" / "reviews" / "manifest.json"))["meta"]
+    meta_totals = json.load(open(tmp_path / "many" / "work" / "reviews" / "_manifest.json"))["meta"]
     assert meta_totals["totals"]["rejected"] == {"invalid_utf8": 0, "bad_json": 0,
                                                  "missing_id": 0, "missing_title": 1}
-    assert os.path.exists(tmp_path / "many" / "work" / "reviews" / "meta-0000-rejects.jsonl")
+    assert os.path.exists(tmp_path / "many" / "work" / "rejects" / "meta-0000-rejects.jsonl")
     assert not os.path.exists(tmp_path / "many" / "work" / "reviews" / "_titles")
 
 

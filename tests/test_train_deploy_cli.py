@@ -81,7 +81,8 @@ def test_train_deploy_predict_undeploy(prepped, capsys):
         fdim = manifest["feature_dim"]
         expected = model.predict([0, 3], [user, item, fdim - 1],
                                  [1, 1, days / manifest["days_since_first"]["divisor"]])[0]
-        assert out.startswith(f"score {expected:.4f}")
+        # 1,437 days lies inside the days training saw: no clipping, the score is the model's.
+        assert f"(raw {expected:.4f})" in out and "clipped" not in out
         assert f"user {user}" in out and f"item {item}" in out
 
         code, _, err = run(capsys, "predict", "--output", output, "--customer", "no-such-one",
@@ -153,7 +154,7 @@ def test_sagemaker_backend_through_the_script(prepped, s3, moto_server, capsys, 
                                      "ContentType": "application/json"}]})
     code, out, err = run(capsys, "predict", *common, "--customer", users.iloc[0]["customer_id"],
                          "--product", items.iloc[0]["product_id"], "--date", "2016-01-01")
-    assert code == 0 and out.startswith("score 4.5000"), err
+    assert code == 0 and out.startswith("score 4.50 (raw 4.5000)"), err
 
     code, out, err = run(capsys, "undeploy", *common)
     assert code == 0 and out.count("deleted") == 3, err
