@@ -8,7 +8,7 @@ the other, so that wall time and peak memory are per run:
 floor           benchmarks/floor.py: ISA-L / zlib decompression alone, and ISA-L + Arrow parse
                 of the used columns with fmprep's parse options (the single-thread run is the
                 floor that ``ratio to floor`` divides by)
-reference       benchmarks/reference_workflow.py: the pandas notebook (DESIGN.md §2)
+reference       benchmarks/reference_workflow.py: the pandas notebook (docs/design.md §2)
 threads         ``python -m fmprep data --force --scheduler threads``
 local           the same with ``--scheduler local`` (a LocalCluster, one process per core)
 dask-1w/dask-2w the same against ``dask scheduler`` + ``dask worker --nworkers 1|2 --nthreads 1``

@@ -1,4 +1,4 @@
-"""The reference notebook workflow (DESIGN.md §2), standalone, timed stage by stage.
+"""The reference notebook workflow (docs/design.md §2), standalone, timed stage by stage.
 
 This is what fmprep replaces, written the way the notebook does it so that the benchmarks
 compare against what users come from, faults included:

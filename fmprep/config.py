@@ -21,7 +21,7 @@ TSV_COLUMNS = (
     "product_category", "star_rating", "helpful_votes", "total_votes", "vine",
     "verified_purchase", "review_headline", "review_body", "review_date",
 )
-# Only these are read: reading all 15 costs ~3.4x the memory (DESIGN.md §6).
+# Only these are read: reading all 15 costs ~3.4x the memory (docs/design.md §6).
 USED_COLUMNS = ("customer_id", "review_id", "product_id", "product_title", "star_rating",
                 "review_date")
 
@@ -43,7 +43,7 @@ MANIFEST_FORMAT = "fmprep/1"
 
 @dataclass(frozen=True)
 class PrepSettings:
-    """Settings of the prep stages; defaults are the reference workflow's (DESIGN.md §2).
+    """Settings of the prep stages; defaults are the reference workflow's (docs/design.md §2).
 
     Parameters
     ----------
@@ -76,9 +76,9 @@ class PrepSettings:
         return asdict(self)
 
 
-# --- SageMaker Factorization Machines hyperparameters (names are the contract, DESIGN.md §3) --
+# --- SageMaker Factorization Machines hyperparameters (names are the contract, docs/design.md §3) --
 # Every value here is valid to send to SageMaker as a string. SageMaker's own defaults, except
-# num_factors / epochs (required / 1 there), which follow the reference workflow (DESIGN.md §2).
+# num_factors / epochs (required / 1 there), which follow the reference workflow (docs/design.md §2).
 FM_DEFAULTS = {
     "num_factors": 256,
     "predictor_type": "regressor",
@@ -130,7 +130,7 @@ FM_LOCAL_L2 = {"linear": 3.0, "factors": 4.0}
 
 
 # --- training and serving: scripts/train_deploy.py, fmprep.serve, fmprep.sagemaker -------------
-# Instance types and counts are the reference workflow's (DESIGN.md §2).
+# Instance types and counts are the reference workflow's (docs/design.md §2).
 DEFAULT_REGION = "us-east-1"          # used when neither --region nor the AWS config names one
 TRAIN_INSTANCE_TYPE = "ml.c5.2xlarge"
 TRAIN_INSTANCE_COUNT = 4

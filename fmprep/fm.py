@@ -10,8 +10,8 @@ on squared error; ``binary_classifier`` scores are ``sigmoid(y(x))`` trained on 
 labels.
 
 Hyperparameters have SageMaker's names, meanings and defaults (``config.FM_DEFAULTS``,
-DESIGN.md §3), checked and typed by :func:`validate_hyperparameters`. Two fmprep-only options are
-never sent to SageMaker: ``seed`` (initialisation and the per-epoch shuffle) and
+docs/design.md §3), checked and typed by :func:`validate_hyperparameters`. Two fmprep-only
+options are never sent to SageMaker: ``seed`` (initialisation and the per-epoch shuffle) and
 ``binary_threshold`` (for ``binary_classifier``: label = rating >= threshold; SageMaker itself
 expects 0/1 labels, so a SageMaker job needs them thresholded in the data).
 

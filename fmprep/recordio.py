@@ -1,6 +1,6 @@
 """SageMaker RecordIO-protobuf, encoded and decoded with vectorized numba kernels.
 
-The format (DESIGN.md §3): each record is the uint32 little-endian magic ``0xCED7230A``, the
+The format (docs/design.md §3): each record is the uint32 little-endian magic ``0xCED7230A``, the
 uint32 little-endian payload length, the payload, and zero padding to a 4-byte boundary that the
 length does not count. The payload is the protobuf message ``aialgs.data.Record``::
 

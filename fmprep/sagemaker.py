@@ -1,6 +1,6 @@
 """``BACKEND=sagemaker``: train, deploy, query and remove the built-in FM algorithm through boto3.
 
-Only boto3's ``sagemaker`` and ``sagemaker-runtime`` clients are used (DESIGN.md §3): that is the
+Only boto3's ``sagemaker`` and ``sagemaker-runtime`` clients are used (docs/design.md §3): that is the
 API both SDK generations wrap, and it runs against a moto server in tests. boto3 finds credentials,
 region and endpoint the usual way (``AWS_PROFILE``, ``AWS_ACCESS_KEY_ID`` …, ``AWS_ENDPOINT_URL``).
 

@@ -1,7 +1,7 @@
 """A local inference server that speaks the SageMaker inference container contract.
 
 ``GET /ping`` answers 200 once the model is loaded. ``POST /invocations`` takes the request formats
-of the built-in Factorization Machines container (DESIGN.md §3) and answers with its response formats:
+of the built-in Factorization Machines container (docs/design.md §3) and answers with its response formats:
 
 ========================================  ==================================================
 Content-Type                              one instance

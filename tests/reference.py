@@ -1,6 +1,6 @@
 """An independent, row-by-row computation of fmprep's prep semantics, used as a test oracle.
 
-Written without any fmprep code: plain Python parsing and pandas, the way DESIGN.md §2 and the
+Written without any fmprep code: plain Python parsing and pandas, the way docs/design.md §2 and the
 README describe the semantics (with fmprep's two documented fixes).
 """
 

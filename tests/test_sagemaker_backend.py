@@ -1,7 +1,7 @@
 """BACKEND=sagemaker against a moto server on 127.0.0.1: what we send, what we record, cleanup.
 
 moto completes training jobs at once (no artifact is written), endpoints are InService at once,
-and invoke_endpoint answers from a queue filled through /moto-api (DESIGN.md §4).
+and invoke_endpoint answers from a queue filled through /moto-api (docs/design.md §4).
 """
 
 from __future__ import annotations

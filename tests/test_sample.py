@@ -225,7 +225,7 @@ def test_writes_to_s3(tmp_path, s3):
 
 
 def test_default_quoting_loses_rows_that_quoting_off_keeps(sample_file):
-    # The fault the reference notebook suffers from (DESIGN.md §2), reproduced by the sample.
+    # The fault the reference notebook suffers from (docs/design.md §2), reproduced by the sample.
     import csv
 
     import pandas as pd
