@@ -55,8 +55,10 @@ class PrepSettings:
     train_shards, test_shards : int
         RecordIO shards per channel. Write at least as many train shards as training instances.
     days_scale : {"raw", "years", "unit"}
-        ``days_since_first`` as whole days (reference), in years (days / 365.25), or divided by
-        the largest value so it lies in [0, 1].
+        ``days_since_first`` in years (days / 365.25, the default), as whole days (the
+        reference notebook's, for exact parity), or divided by the largest value so it lies in
+        [0, 1]. Not raw by default: values in the thousands make every FM trainer diverge,
+        fmprep's and SageMaker's alike (a public run of the reference logged test:rmse 50.31).
     part_size : str or int
         Uncompressed source bytes per ingested Parquet part (a Dask partition downstream).
     """
@@ -66,7 +68,7 @@ class PrepSettings:
     filter_mode: str = "single"
     train_shards: int = 10
     test_shards: int = 1
-    days_scale: str = "raw"
+    days_scale: str = "years"
     part_size: str | int = "128MB"
 
     FILTER_MODES = ("single", "kcore")
@@ -107,9 +109,23 @@ FM_OPTIONAL = (
 # fmprep-only options of the local trainer; never sent to SageMaker. ``seed`` seeds the
 # initialisation and the per-epoch shuffle; ``binary_threshold`` turns ratings into 0/1 labels
 # (label >= threshold -> 1) for predictor_type=binary_classifier (None: labels must be 0/1).
+#
+# ``solver``: ``mcmc`` (Bayesian FM by Gibbs sampling, fmprep.mcmc: no learning rates or weight
+# decays to tune, and it beat SGD, surprise SVD and the biases baseline in
+# benchmarks/bench_solvers.py), ``sgd`` (mini-batch Adam with SageMaker's hyperparameters, the
+# twin of a SageMaker job), or ``auto``: mcmc, unless the predictor is a binary_classifier (the
+# sampler models ratings, not 0/1 labels) or a setting only SGD reads is given (EPOCHS=,
+# NUM_FACTORS=, a learning rate...: the user means SGD). The mcmc_* options are the sampler's; its
+# model has mcmc_rank * mcmc_keep factors (defaults chosen on validation rows, fmprep.mcmc).
 FM_LOCAL_OPTIONS = {
     "seed": 0,
     "binary_threshold": None,
+    "solver": "auto",
+    "mcmc_rank": 4,
+    "mcmc_sweeps": 200,
+    "mcmc_burn_in": 50,
+    "mcmc_keep": 32,
+    "mcmc_init_std": 0.5,
 }
 # Recommended settings for the LOCAL trainer only (BACKEND=local; SageMaker jobs keep
 # FM_DEFAULTS): with Adam, SageMaker's learning rates barely move the weights in 3 epochs
@@ -119,6 +135,7 @@ FM_LOCAL_OPTIONS = {
 # train_rows (L2 penalties in least-squares units, like the biases baseline's reg=5);
 # fmprep.fm.recommended_hyperparameters(train_rows) returns the whole set.
 FM_LOCAL_RECOMMENDED = {
+    "solver": "sgd",
     "num_factors": 8,
     "epochs": 10,
     "mini_batch_size": 100,

@@ -270,6 +270,7 @@ class FMModel:
 # hyperparameters
 
 _GROUPS = ("bias", "linear", "factors")
+SOLVERS = ("auto", "sgd", "mcmc")
 _INIT_METHODS = ("normal", "uniform", "constant")
 
 
@@ -289,6 +290,12 @@ def _spec():
         "rescale_grad": ("float", 0.0, False),
         "seed": ("int", 0, True),
         "binary_threshold": ("float", None, True),
+        "solver": (SOLVERS, None, True),
+        "mcmc_rank": ("int", 1, True),
+        "mcmc_sweeps": ("int", 1, True),
+        "mcmc_burn_in": ("int", 0, True),
+        "mcmc_keep": ("int", 1, True),
+        "mcmc_init_std": ("float", 0.0, False),
     }
     for g in _GROUPS:
         spec[f"{g}_init_method"] = (_INIT_METHODS, None, True)
@@ -336,8 +343,9 @@ def validate_hyperparameters(hyperparameters: dict, feature_dim: int | None = No
 
     Values may be strings, as SageMaker passes them (``"256"``, ``"1e-3"``). Names are
     SageMaker's (``config.FM_DEFAULTS``, ``config.FM_OPTIONAL``, ``feature_dim``) plus the
-    fmprep-only options ``seed`` and ``binary_threshold`` (``config.FM_LOCAL_OPTIONS``). A value
-    of None means "not set".
+    fmprep-only options of ``config.FM_LOCAL_OPTIONS``. A value of None means "not set".
+    ``solver=auto`` is resolved here: ``sgd`` for a binary_classifier or when any setting that
+    only SGD reads (epochs, num_factors, learning rates, ...) is given, else ``mcmc``.
 
     Parameters
     ----------
@@ -383,6 +391,18 @@ def validate_hyperparameters(hyperparameters: dict, feature_dim: int | None = No
         if needed and hp[needed] is None:
             raise FmprepError(f"{g}_init_method={method} needs {needed}; set it or use "
                               f"{g}_init_method=normal")
+    if hp["solver"] == "auto":
+        # Settings that only SGD (and SageMaker) read say which solver the user means.
+        sgd_only = sorted(set(given) & (set(FM_DEFAULTS) | set(FM_OPTIONAL)) - {"predictor_type"})
+        binary = hp["predictor_type"] == "binary_classifier"
+        hp["solver"] = "sgd" if binary or sgd_only else "mcmc"
+    if hp["solver"] == "mcmc" and hp["predictor_type"] == "binary_classifier":
+        raise FmprepError("solver=mcmc trains regressors; use solver=sgd (or auto) for "
+                          "predictor_type=binary_classifier")
+    if hp["mcmc_burn_in"] + hp["mcmc_keep"] > hp["mcmc_sweeps"]:
+        raise FmprepError(f"mcmc_sweeps={hp['mcmc_sweeps']} leaves no room for mcmc_burn_in="
+                          f"{hp['mcmc_burn_in']} and mcmc_keep={hp['mcmc_keep']} samples; raise "
+                          "mcmc_sweeps or lower the others")
     if hp["binary_threshold"] is not None and hp["predictor_type"] != "binary_classifier":
         raise FmprepError("binary_threshold applies only to predictor_type=binary_classifier; "
                           "drop it or change predictor_type")
@@ -741,6 +761,54 @@ def train(train_records, test_records, hyperparameters, progress=None):
     return model, metrics
 
 
+def train_mcmc_model(train_records, test_records, hyperparameters: dict, manifest: dict,
+                     progress=None):
+    """Bayesian FM by Gibbs sampling (:mod:`fmprep.mcmc`) with fmprep's feature groups.
+
+    Parameters
+    ----------
+    train_records, test_records : SparseRecords
+        The channels; test rows are scored after each sweep for the learning curve only, they
+        never steer the sampler.
+    hyperparameters : dict
+        Validated (:func:`validate_hyperparameters`); the ``mcmc_*`` options and ``seed``.
+    manifest : dict
+        OUTPUT's manifest: num_users and num_items give the feature groups.
+    progress : callable, optional
+        Called with each sweep's metrics.
+
+    Returns
+    -------
+    model : FMModel
+    metrics : dict
+        As :func:`train`'s: ``epochs`` (one row per sweep: ``train:loss``, and ``test:rmse`` of
+        the running posterior mean after burn-in), ``final`` (the deployed model's test
+        metrics), ``train_seconds``, ``train_rows``, ``test_rows``, ``solver``.
+    """
+    from .mcmc import groups_for, train_mcmc
+
+    hp = hyperparameters
+    groups = groups_for(hp["feature_dim"], int(manifest["num_users"]),
+                        int(manifest["num_items"]))
+    model, m = train_mcmc(train_records, groups, rank=hp["mcmc_rank"], n_iter=hp["mcmc_sweeps"],
+                          burn_in=hp["mcmc_burn_in"], keep=hp["mcmc_keep"], seed=hp["seed"],
+                          init_std=hp["mcmc_init_std"], valid=test_records, progress=progress)
+    model.hyperparameters = hp
+    epochs = [{"epoch": r["iteration"], "train:loss": r["train:rmse"] ** 2,
+               **({"test:rmse": r["valid:rmse"]} if "valid:rmse" in r else {}),
+               "seconds": r["seconds"]} for r in m["iterations"]]
+    y_test = _labels(test_records, hp, "test")
+    metrics = {"predictor_type": "regressor", "solver": "mcmc", "train_rows": m["train_rows"],
+               "test_rows": int(y_test.size), "epochs": epochs,
+               "final": _evaluate(model, test_records, y_test, False),
+               "train_seconds": m["train_seconds"], "num_factors": model.num_factors,
+               "kept_iterations": m["kept_iterations"], "warnings": []}
+    log.info("mcmc: %d sweeps, %d kept samples of rank %d, test:rmse %.4f (%.1f s)",
+             hp["mcmc_sweeps"], hp["mcmc_keep"], hp["mcmc_rank"], metrics["final"]["test:rmse"],
+             metrics["train_seconds"])
+    return model, metrics
+
+
 def read_channel(output_dir: str, manifest: dict, channel: str,
                  storage_options: dict | None = None):
     """Read and decode every shard of one channel listed in an OUTPUT manifest.
@@ -816,7 +884,10 @@ def train_from_output(output_dir: str, model_dir: str, hyperparameters: dict,
     train_records = read_channel(output_dir, manifest, "train", storage_options)
     test_records = read_channel(output_dir, manifest, "test", storage_options)
     read_seconds = time.perf_counter() - t0
-    model, metrics = train(train_records, test_records, hp, progress)
+    if hp["solver"] == "mcmc":
+        model, metrics = train_mcmc_model(train_records, test_records, hp, manifest, progress)
+    else:
+        model, metrics = train(train_records, test_records, hp, progress)
     model.save(model_dir, storage_options, data=data_stamp(manifest))
     metrics["read_seconds"] = read_seconds
     metrics["wall_seconds"] = time.perf_counter() - t0

@@ -271,7 +271,7 @@ def test_train_from_output_reads_shards_and_writes_model_and_metrics(tmp_path):
     train, test, feature_dim = low_rank(n_users=50, per_user=10)
     out, model_dir = tmp_path / "out", tmp_path / "model"
     write_output(out, train, test, feature_dim)
-    hp = {**FAST, "epochs": 3}
+    hp = {**FAST, "epochs": 3, "solver": "sgd"}
     metrics = fm.train_from_output(str(out), str(model_dir), {k: str(v) for k, v in hp.items()})
     assert metrics["train_rows"] == 500 and metrics["test_rows"] == 50
     saved = json.loads((model_dir / "metrics.json").read_text())
@@ -289,7 +289,7 @@ def test_train_from_output_reads_shards_and_writes_model_and_metrics(tmp_path):
 
 def test_recommended_settings_beat_the_biases_baseline_on_the_generated_sample(tmp_path):
     # The quality bar, on a file the size of the bundled sample, prepped as recommended.
-    from fmprep.config import SAMPLE_ROWS, SAMPLE_SEED, PrepSettings
+    from fmprep.config import FM_LOCAL_OPTIONS, SAMPLE_ROWS, SAMPLE_SEED, PrepSettings
     from fmprep.pipeline import run_data
     from fmprep.sample import generate_reviews
 
@@ -307,3 +307,10 @@ def test_recommended_settings_beat_the_biases_baseline_on_the_generated_sample(t
     # SageMaker's defaults, for contrast, stay near the global mean in 3 epochs.
     mean = float(np.sqrt(np.mean((test.labels - train.labels.mean()) ** 2)))
     assert rmse < mean - 0.1
+
+    # No settings at all: solver=auto is the Bayesian FM sampler, which needs no tuning.
+    metrics = fm.train_from_output(output, str(tmp_path / "default"), {})
+    assert metrics["solver"] == "mcmc" and fm.FMModel.load(str(tmp_path / "default")).num_factors \
+        == FM_LOCAL_OPTIONS["mcmc_rank"] * FM_LOCAL_OPTIONS["mcmc_keep"]
+    # ~0.09 below the baseline on this file (0.07 for the recommended SGD settings above).
+    assert metrics["final"]["test:rmse"] < baseline - 0.05, (metrics["final"], baseline)

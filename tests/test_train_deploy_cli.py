@@ -54,7 +54,7 @@ def test_help_runs_as_a_script():
 def test_train_deploy_predict_undeploy(prepped, capsys):
     output, work, manifest, users, items = prepped
     code, out, _ = run(capsys, "train", "--output", output, "--epochs", "2",
-                       "--num-factors", "8", "--hp", "seed=3")
+                       "--num-factors", "8", "--hp", "seed=3", "--hp", "solver=sgd")
     assert code == 0 and "model saved" in out
     model_dir = os.path.join(output, config.LOCAL_MODEL_DIR)
     model = FMModel.load(model_dir)
