@@ -761,6 +761,30 @@ def train(train_records, test_records, hyperparameters, progress=None):
     return model, metrics
 
 
+def write_evaluation(model, train_records, test_records, manifest: dict, model_dir: str,
+                     storage_options: dict | None = None) -> dict:
+    """Evaluate ``model`` against the baselines (:mod:`fmprep.evaluate`) and write
+    ``evaluation.json`` beside it; regressors only (a classifier's scores are not ratings)."""
+    from .evaluate import evaluate
+
+    if model.predictor_type != "regressor":
+        return {}
+    if "num_users" not in manifest:
+        log.warning("evaluation skipped: the manifest does not say where user and item columns "
+                    "are (num_users, num_items); write OUTPUT with make data")
+        return {}
+    result = evaluate(model, train_records, test_records, int(manifest["num_users"]),
+                      int(manifest["num_items"]))
+    result["data"] = data_stamp(manifest)
+    storage.write_json(storage.join(model_dir, "evaluation.json"), result, storage_options)
+    r, k = result["ranking"], result["ranking"]["k"]
+    log.info("evaluation: test rmse %.4f (biases only %.4f, train mean %.4f); HR@%d %.4f "
+             "(popularity %.4f)", result["rating"]["model"]["rmse"],
+             result["rating"]["biases"]["rmse"], result["rating"]["global_mean"]["rmse"], k,
+             r["model"][f"hr@{k}"], r["popularity"][f"hr@{k}"])
+    return result
+
+
 def train_mcmc_model(train_records, test_records, hyperparameters: dict, manifest: dict,
                      progress=None):
     """Bayesian FM by Gibbs sampling (:mod:`fmprep.mcmc`) with fmprep's feature groups.
@@ -889,6 +913,7 @@ def train_from_output(output_dir: str, model_dir: str, hyperparameters: dict,
     else:
         model, metrics = train(train_records, test_records, hp, progress)
     model.save(model_dir, storage_options, data=data_stamp(manifest))
+    write_evaluation(model, train_records, test_records, manifest, model_dir, storage_options)
     metrics["read_seconds"] = read_seconds
     metrics["wall_seconds"] = time.perf_counter() - t0
     metrics["hyperparameters"] = hp
@@ -922,6 +947,8 @@ def biases_baseline(train_records, test_records, reg: float = 5.0, sweeps: int =
     float
         Root mean squared error on ``test_records``.
     """
+    from .evaluate import fit_biases
+
     def pairs(records, what):
         starts = records.indptr[:-1]
         if np.any(np.diff(records.indptr) < 2):
@@ -931,14 +958,8 @@ def biases_baseline(train_records, test_records, reg: float = 5.0, sweeps: int =
 
     u, i, r = pairs(train_records, "train")
     tu, ti, tr = pairs(test_records, "test")
-    dim = int(max(u.max(), i.max(), tu.max(), ti.max())) + 1
-    mu = r.mean()
-    bu = np.zeros(dim)
-    bi = np.zeros(dim)
-    nu = np.bincount(u, minlength=dim)
-    ni = np.bincount(i, minlength=dim)
-    for _ in range(sweeps):
-        bu = np.bincount(u, r - mu - bi[i], dim) / (nu + reg)
-        bi = np.bincount(i, r - mu - bu[u], dim) / (ni + reg)
+    mu, bu, bi = fit_biases(u, i, r, reg, sweeps)
+    dim = int(max(tu.max(), ti.max())) + 1
+    bu, bi = np.pad(bu, (0, max(0, dim - bu.size))), np.pad(bi, (0, max(0, dim - bi.size)))
     pred = mu + bu[tu] + bi[ti]
     return float(np.sqrt(np.mean((pred - tr) ** 2)))

@@ -314,3 +314,10 @@ def test_recommended_settings_beat_the_biases_baseline_on_the_generated_sample(t
         == FM_LOCAL_OPTIONS["mcmc_rank"] * FM_LOCAL_OPTIONS["mcmc_keep"]
     # ~0.09 below the baseline on this file (0.07 for the recommended SGD settings above).
     assert metrics["final"]["test:rmse"] < baseline - 0.05, (metrics["final"], baseline)
+    # make train also evaluates: the model's test RMSE as in metrics.json, fmprep's own biases
+    # baseline as fm.biases_baseline computes it, and the ranking metrics of both rankers.
+    evaluation = json.loads((tmp_path / "default" / "evaluation.json").read_text())
+    assert evaluation["rating"]["model"]["rmse"] == pytest.approx(metrics["final"]["test:rmse"])
+    assert evaluation["rating"]["biases"]["rmse"] == pytest.approx(baseline)
+    assert {"hr@10", "ndcg@10"} <= evaluation["ranking"]["model"].keys()
+    assert evaluation["ranking"]["popularity"]["hr@10"] > 0

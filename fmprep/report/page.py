@@ -87,8 +87,10 @@ def model_sections(output: str, model_dir: str, stats: dict, storage_options,
         epochs = metrics.get("epochs") or []
         names = sorted({k for e in epochs for k in e if k not in ("epoch", "seconds")},
                        key=lambda k: (not k.startswith("train:"), k)) + ["seconds"]
+        step = max(1, -(-len(epochs) // 20))  # at most ~20 rows (the sampler has 200 sweeps)
+        shown = epochs[::-1][::step][::-1]
         rows = [tuple([e.get("epoch")] + ["–" if e.get(n) is None else f"{e[n]:.4f}"
-                                          for n in names]) for e in epochs]
+                                          for n in names]) for e in shown]
         info = [("predictor_type", metrics.get("predictor_type")),
                 ("train rows", fmt_number(metrics.get("train_rows"))),
                 ("test rows", fmt_number(metrics.get("test_rows")))]
@@ -106,6 +108,9 @@ def model_sections(output: str, model_dir: str, stats: dict, storage_options,
                               ' class="epochs"') + "</div></div>")
         parts.append(_hyperparameters_html(metrics.get("hyperparameters") or {}))
         parts += [f'<p class="note">warning: {_e(w)}</p>' for w in metrics.get("warnings") or []]
+    evaluation = storage.read_json(storage.join(model_dir, "evaluation.json"), storage_options)
+    if evaluation:
+        parts.append(evaluation_html(evaluation))
     record = storage.read_json(storage.join(output, SAGEMAKER_RECORD), storage_options)
     job = (record or {}).get("training_job")
     if job:
@@ -122,6 +127,32 @@ def model_sections(output: str, model_dir: str, stats: dict, storage_options,
         parts.append('<p class="note">No model yet: <code>make train</code> (BACKEND=local or '
                      'sagemaker) adds its learning curve or final metrics here.</p>')
     return "".join(parts)
+
+
+def evaluation_html(evaluation: dict) -> str:
+    """The model against fmprep's baselines: rating errors, ranking, errors by segment."""
+    k = evaluation["ranking"]["k"]
+    methods = [("model", "the model"), ("biases", "biases only (mean + customer + product)"),
+               ("global_mean", "the train mean")]
+    rating = [(label, f"{evaluation['rating'][m]['rmse']:.4f}",
+               f"{evaluation['rating'][m]['mae']:.4f}") for m, label in methods]
+    ranking = [(label, f"{evaluation['ranking'][m][f'hr@{k}']:.4f}",
+                f"{evaluation['ranking'][m][f'ndcg@{k}']:.4f}")
+               for m, label in (("model", "the model"), ("popularity", "popularity"))]
+    segments = []
+    for what, title in (("customer_train_ratings", "customer's train ratings"),
+                        ("product_train_ratings", "product's train ratings")):
+        for name, seg in evaluation["segments"][what].items():
+            segments.append((f"{title} {name}", fmt_number(seg["rows"]),
+                             *(f"{seg[m]:.4f}" for m, _ in methods)))
+    return ("<h3>Evaluation on the test rows</h3>"
+            + _table(["", "test RMSE", "test MAE"], rating, {1, 2}, ' class="evaluation"')
+            + f'<p class="note">Ranking: every product the customer did not rate in train, '
+              f'ranked for {fmt_number(evaluation["ranking"]["customers"])} test customers; '
+              f"HR@{k} is the share whose test product is in the top {k}.</p>"
+            + _table(["", f"HR@{k}", f"NDCG@{k}"], ranking, {1, 2}, ' class="ranking"')
+            + _table(["segment", "rows", "model", "biases only", "train mean"], segments,
+                     {1, 2, 3, 4}, ' class="segments"'))
 
 
 def render_html(output: str, manifest: dict, stats: dict, model_html: str,

@@ -1,0 +1,225 @@
+"""How good a trained model is, on the leave-last-out test rows, next to fmprep's own baselines.
+
+Rating accuracy: test RMSE and MAE of the model, of the train mean and of the biases-only
+model (global mean + customer bias + product bias, ridge), overall and by segment (customers
+and products with few or many train ratings). Ranking (docs/design.md §3): for each evaluated
+test customer, every product they did not rate in train is scored and ranked (full ranking,
+no sampled negatives); HR@K is the share of customers whose test product is in the top K,
+NDCG@K its mean 1 / log2(rank + 1) (0 beyond K). Popularity (products by train ratings) is
+ranked the same way.
+
+Rows are fmprep's FM layout (docs/design.md §2): the user column, the item column, then
+days_since_first at ``feature_dim - 1``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import FmprepError
+
+# Segments by train ratings of the row's customer / product: [low, high) bounds.
+SEGMENTS = ((1, 5), (5, 20), (20, None))
+TOP_K = 10
+# Full ranking costs customers x products; beyond this many test customers a seeded sample
+# of them is ranked (the rating metrics always use every test row).
+MAX_RANKED_CUSTOMERS = 10_000
+_BATCH = 256  # customers scored at once: a (256, products) float64 block
+
+
+def fm_columns(records, num_users: int, feature_dim: int):
+    """(user, item, days) arrays of records in fmprep's three-column layout.
+
+    Raises
+    ------
+    FmprepError
+        If a row is not (user, item, days_since_first).
+    """
+    counts = np.diff(records.indptr)
+    starts = records.indptr[:-1]
+    if counts.size and (counts.min() < 2 or counts.max() > 3):
+        raise FmprepError("rows are not fmprep's FM layout (user, item, days_since_first); "
+                          "evaluate OUTPUT written by make data")
+    user = records.indices[starts].astype(np.int64)
+    item = records.indices[starts + 1].astype(np.int64)
+    days = np.where(counts == 3, records.values[np.minimum(starts + 2, records.indices.size - 1)],
+                    0.0).astype(np.float64)
+    if user.size and (user.max() >= num_users or item.min() < num_users
+                      or item.max() >= feature_dim - 1):
+        raise FmprepError("rows are not fmprep's FM layout (user, item, days_since_first); "
+                          "evaluate OUTPUT written by make data")
+    return user, item, days
+
+
+def fit_biases(user, item, rating, reg: float = 5.0, sweeps: int = 10):
+    """Global mean + user bias + item bias by alternating ridge updates.
+
+    Minimises ``sum (r - mu - b_u - b_i)^2 + reg * (|b_u|^2 + |b_i|^2)``.
+
+    Returns
+    -------
+    mu : float
+        The mean rating.
+    b_user, b_item : numpy.ndarray
+        Biases indexed by feature id (0 for ids not in training).
+    """
+    dim = int(max(user.max(), item.max())) + 1
+    mu = float(rating.mean())
+    b_user, b_item = np.zeros(dim), np.zeros(dim)
+    n_user = np.bincount(user, minlength=dim)
+    n_item = np.bincount(item, minlength=dim)
+    for _ in range(sweeps):
+        b_user = np.bincount(user, rating - mu - b_item[item], dim) / (n_user + reg)
+        b_item = np.bincount(item, rating - mu - b_user[user], dim) / (n_item + reg)
+    return mu, b_user, b_item
+
+
+def _errors(pred, truth) -> dict:
+    err = np.asarray(pred, np.float64) - truth
+    return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}
+
+
+def _segment_name(low, high) -> str:
+    return f"{low}+" if high is None else f"{low}-{high - 1}"
+
+
+def _by_segment(counts, preds: dict, truth) -> dict:
+    out = {}
+    for low, high in SEGMENTS:
+        mask = (counts >= low) & ((counts < high) if high is not None else True)
+        if mask.any():
+            out[_segment_name(low, high)] = {"rows": int(mask.sum()),
+                                             **{name: _errors(p[mask], truth[mask])["rmse"]
+                                                for name, p in preds.items()}}
+    return out
+
+
+def item_scores(model, users, days, num_users: int, num_items: int) -> np.ndarray:
+    """FM scores of every item for each (user, days) query: shape (len(users), num_items).
+
+    With one-hot user u, one-hot item i and days d the FM is
+    ``w0 + w_u + w_i + w_d d + <v_u, v_i> + d <v_u, v_d> + d <v_i, v_d>``, so all items of a
+    query come from one matrix product.
+    """
+    fdim = model.w.shape[0]
+    items = np.arange(num_users, num_users + num_items)
+    w, V = model.w.astype(np.float64), model.V.astype(np.float64)
+    v_d, w_d = V[fdim - 1], w[fdim - 1]
+    Vu = V[users]
+    base = model.w0 + w[users] + days * (w_d + Vu @ v_d)
+    Vi = V[items]
+    scores = base[:, None] + w[items][None, :] + Vu @ Vi.T + days[:, None] * (Vi @ v_d)[None, :]
+    if model.predictor_type == "binary_classifier":
+        scores = 1.0 / (1.0 + np.exp(-scores))
+    return scores
+
+
+def rank_metrics(score_fn, test_user, test_item, train_items_of, num_users: int, k: int = TOP_K):
+    """HR@k and NDCG@k of full rankings over the products each customer did not rate in train.
+
+    Parameters
+    ----------
+    score_fn : callable
+        ``score_fn(rows)`` → (len(rows), num_items) scores for the test rows ``rows``.
+    test_user, test_item : numpy.ndarray
+        One test row per evaluated customer.
+    train_items_of : scipy.sparse.csr_matrix
+        Customers × products, non-zero where the customer rated the product in train.
+    num_users : int
+        Offset of item ids (item columns start at num_users).
+    k : int
+        Cut-off.
+
+    Returns
+    -------
+    dict
+        ``hr``, ``ndcg`` (means over customers) and ``customers``.
+
+    Notes
+    -----
+    Ties count against the test product (it is ranked after every product with an equal
+    score), so a constant scorer cannot look good.
+    """
+    hits, gains = [], []
+    for start in range(0, test_user.size, _BATCH):
+        rows = np.arange(start, min(start + _BATCH, test_user.size))
+        scores = score_fn(rows)
+        target = test_item[rows] - num_users
+        own = scores[np.arange(rows.size), target]
+        seen = train_items_of[test_user[rows]]
+        better = scores >= own[:, None]
+        better[np.arange(rows.size), target] = False
+        # Products rated in train are not candidates: take them out of the count.
+        seen_better = np.asarray(seen.multiply(better).sum(axis=1)).ravel()
+        rank = better.sum(axis=1) - seen_better  # products ranked before the test product
+        hits.append(rank < k)
+        gains.append(np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0))
+    hits, gains = np.concatenate(hits), np.concatenate(gains)
+    return {"hr": float(hits.mean()), "ndcg": float(gains.mean()), "customers": int(hits.size)}
+
+
+def evaluate(model, train, test, num_users: int, num_items: int, k: int = TOP_K,
+             max_ranked: int = MAX_RANKED_CUSTOMERS, seed: int = 0) -> dict:
+    """Rating and ranking metrics of ``model`` and of the baselines on the test rows.
+
+    Parameters
+    ----------
+    model : fmprep.fm.FMModel
+    train, test : SparseRecords
+        The channels of OUTPUT (fmprep's FM layout).
+    num_users, num_items : int
+        From the manifest.
+    k : int
+        Ranking cut-off (HR@k, NDCG@k).
+    max_ranked : int
+        Test customers ranked at most (a seeded sample beyond).
+    seed : int
+        Seeds that sample.
+
+    Returns
+    -------
+    dict
+        ``rating`` (rmse, mae per method), ``segments`` (rmse by customer and by product train
+        ratings), ``ranking`` (hr and ndcg at k per method) and the row counts.
+    """
+    import scipy.sparse as sp
+
+    fdim = model.w.shape[0]
+    u, i, d = fm_columns(train, num_users, fdim)
+    tu, ti, td = fm_columns(test, num_users, fdim)
+    r = np.asarray(train.labels, np.float64)
+    tr = np.asarray(test.labels, np.float64)
+    mu, b_user, b_item = fit_biases(u, i, r)
+    pad = max(b_user.size, fdim)
+    b_user, b_item = np.pad(b_user, (0, pad - b_user.size)), np.pad(b_item, (0, pad - b_item.size))
+    preds = {"model": model.predict(test.indptr, test.indices, test.values).astype(np.float64),
+             "global_mean": np.full(tr.size, mu),
+             "biases": mu + b_user[tu] + b_item[ti]}
+    user_counts = np.bincount(u, minlength=num_users)
+    item_counts = np.bincount(i - num_users, minlength=num_items)
+
+    seen = sp.csr_matrix((np.ones(u.size, np.int8), (u, i - num_users)),
+                         shape=(num_users, num_items))
+    seen.data[:] = 1  # a repeated (customer, product) pair counts once
+    rows = np.arange(tu.size)
+    if rows.size > max_ranked:
+        rows = np.sort(np.random.default_rng(seed).choice(rows.size, max_ranked, replace=False))
+    ru, ri, rd = tu[rows], ti[rows], td[rows]
+    popularity = item_counts.astype(np.float64)
+    ranking = {
+        "model": rank_metrics(lambda b: item_scores(model, ru[b], rd[b], num_users, num_items),
+                              ru, ri, seen, num_users, k),
+        "popularity": rank_metrics(lambda b: np.broadcast_to(popularity, (b.size, num_items)),
+                                   ru, ri, seen, num_users, k),
+    }
+    return {
+        "format": "fmprep-evaluation/1",
+        "test_rows": int(tr.size), "train_rows": int(r.size),
+        "rating": {name: _errors(p, tr) for name, p in preds.items()},
+        "segments": {"customer_train_ratings": _by_segment(user_counts[tu], preds, tr),
+                     "product_train_ratings": _by_segment(item_counts[ti - num_users], preds,
+                                                          tr)},
+        "ranking": {"k": k, "customers": int(rows.size),
+                    **{name: {f"hr@{k}": m["hr"], f"ndcg@{k}": m["ndcg"]}
+                       for name, m in ranking.items()}},
+    }
