@@ -15,7 +15,9 @@ SEED ?= 42
 # Optional, passed through when set: MIN_CUSTOMER_RATINGS MIN_PRODUCT_RATINGS FILTER_MODE
 # TRAIN_SHARDS TEST_SHARDS DAYS_SCALE PART_SIZE SCHEDULER FORMAT META LAYOUT FORCE=1 QUIET=1
 
-opt = $(if $($(1)),$(2) $($(1)))
+# --flag='value': one argument even with spaces (PART_SIZE='128 MB') or a leading dash
+# (PART_SIZE=-5MB), and never shell syntax.
+opt = $(if $($(1)),$(2)='$($(1))')
 PREP_ARGS = $(call opt,MIN_CUSTOMER_RATINGS,--min-customer-ratings) \
             $(call opt,MIN_PRODUCT_RATINGS,--min-product-ratings) \
             $(call opt,FILTER_MODE,--filter-mode) $(call opt,TRAIN_SHARDS,--train-shards) \
@@ -24,12 +26,17 @@ PREP_ARGS = $(call opt,MIN_CUSTOMER_RATINGS,--min-customer-ratings) \
             $(call opt,FORMAT,--format) $(if $(META),--meta '$(META)') \
             $(if $(FORCE),--force) $(if $(QUIET),--quiet)
 
+# VERBOSE=1: the libraries' log lines too (botocore's credentials and retries, Dask's), for
+# fmprep and scripts/train_deploy.py alike (they read FMPREP_VERBOSE).
+export FMPREP_VERBOSE := $(VERBOSE)
+
 .PHONY: help env sample data report test bench clean
 
 help: ## list every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: SOURCE WORK OUTPUT MIN_CUSTOMER_RATINGS MIN_PRODUCT_RATINGS FILTER_MODE"
-	@echo "             TRAIN_SHARDS TEST_SHARDS DAYS_SCALE PART_SIZE SCHEDULER FORMAT META FORCE QUIET ROWS SEED LAYOUT"
+	@echo "             TRAIN_SHARDS TEST_SHARDS DAYS_SCALE PART_SIZE SCHEDULER FORMAT META FORCE QUIET VERBOSE"
+	@echo "             ROWS SEED LAYOUT"
 	@echo "  bench:      BENCH_SIZES SKIP_REFERENCE_ABOVE BENCH_CAPPED_ROWS"
 	@echo "  train/serve: BACKEND ROLE REGION INSTANCE_TYPE INSTANCE_COUNT IMAGE_URI EPOCHS NUM_FACTORS"
 	@echo "             PREDICTOR_TYPE MINI_BATCH_SIZE HP PORT CUSTOMER PRODUCT DATE"

@@ -6,15 +6,16 @@ Errors a user can cause print one line (``fmprep: error: …``) and exit with st
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
+import re
 import sys
 
 from . import config, progress
 from .config import PrepSettings
 from .errors import FmprepError
-from .sample import DEFAULT_SAMPLE_2023
-from .sources import FORMAT_CHOICES
 
 SAMPLE_LAYOUTS = ("amazon-tsv", "amazon-2023")
 
@@ -28,26 +29,120 @@ EPILOG = """examples:
 """
 
 
+class UserArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line naming the make variable and the fix.
+
+    Through make, ``--min-customer-ratings abc`` came from ``MIN_CUSTOMER_RATINGS=abc``: the
+    message names that variable, and there is no usage block to bury it. Subclasses set
+    :attr:`TOOL` (the name before ``: error:``) and :attr:`VARIABLES`; subcommand parsers
+    share the class (argparse builds them with their parent's).
+    """
+
+    TOOL = "fmprep"
+    VARIABLES: dict[str, str] = {}  # long option → make variable
+
+    def error(self, message: str):
+        """Print ``TOOL: error: <one line>`` to stderr and exit with status 2."""
+        self.exit(2, f"{self.TOOL}: error: {self.explain(message)}\n")
+
+    def explain(self, message: str) -> str:
+        """argparse's ``message`` in the words of the make variable, with a fix."""
+        found = re.match(r"argument (\S+): (.*)", message, re.S)
+        if found is None:
+            return self._general(message)
+        names, detail = found.groups()
+        flag = next((n for n in names.split("/") if n.startswith("--")), names)
+        var = self.VARIABLES.get(flag)
+        choice = re.match(r"invalid choice: (.*) \(choose from (.*)\)$", detail, re.S)
+        if choice:
+            value, choices = (re.sub(r"'([^']*)'", r"\1", g) for g in choice.groups())
+            first = choices.split(",")[0].strip()
+            if not flag.startswith("-"):
+                return f"unknown command {value}; use one of {choices} (see {self.prog} --help)"
+            setting = f"{var}={value}" if var else f"{flag} {value}"
+            fix = f"{var}={first}" if var else f"{flag} {first}"
+            return f"{setting} is not one of {choices}; use e.g. {fix}"
+        if detail.startswith("expected "):
+            return f"{flag} needs a value" + (f": set {var}=" if var else "")
+        if detail.startswith("invalid ") and " value: " in detail:
+            value = detail.split(" value: ", 1)[1].strip("'")
+            return f"{var or flag}={value} is not valid ({detail})"
+        return detail  # an ArgumentTypeError of ours: already names the variable and the fix
+
+    def _general(self, message: str) -> str:
+        required = re.match(r"the following arguments are required: (.*)", message)
+        if required:
+            names = [n.strip() for n in required[1].split(",")]
+            if names == ["COMMAND"]:
+                return f"a command is required (see {self.prog} --help)"
+            shown = [f"{self.VARIABLES[n]}= ({n})" if n in self.VARIABLES else n for n in names]
+            listed = " and ".join([", ".join(shown[:-1]), shown[-1]] if len(shown) > 1 else shown)
+            return (f"{listed} {'is' if len(names) == 1 else 'are'} required; set "
+                    f"{'it' if len(names) == 1 else 'them'} (see {self.prog} --help)")
+        return f"{message} (see {self.prog} --help)"
+
+
+def whole_number(var: str, example: int, minimum: int = 1):
+    """An argparse ``type``: an int ≥ ``minimum``, else one line naming ``var`` and a fix."""
+    def parse(text: str) -> int:
+        fix = f"use e.g. {var}={example}"
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{var}={text} is not a whole number; {fix}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{var}={text} must be a whole number ≥ {minimum}; "
+                                             f"{fix}")
+        return value
+    return parse
+
+
+def _size(text: str) -> str:
+    # Checked here so a bad PART_SIZE stops before anything runs; kept as given (the stage
+    # keys hash the text).
+    try:
+        PrepSettings(part_size=text).part_bytes()
+    except FmprepError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+class FmprepArgumentParser(UserArgumentParser):
+    """The ``fmprep`` command's parser: one-line errors naming the Makefile's variables."""
+
+    TOOL = "fmprep"
+    VARIABLES = {"--source": "SOURCE", "--work": "WORK", "--output": "OUTPUT",
+                 "--format": "FORMAT", "--meta": "META", "--scheduler": "SCHEDULER",
+                 "--force": "FORCE", "--quiet": "QUIET", "--out": "OUT", "--rows": "ROWS",
+                 "--seed": "SEED", "--layout": "LAYOUT",
+                 **{"--" + k.replace("_", "-"): v for k, v in PrepSettings.VARIABLES.items()}}
+
+
 def _settings_args(p: argparse.ArgumentParser) -> None:
     d = PrepSettings()
     g = p.add_argument_group("prep settings (defaults: the reference workflow)")
-    g.add_argument("--min-customer-ratings", type=int, default=d.min_customer_ratings,
+    g.add_argument("--min-customer-ratings", default=d.min_customer_ratings,
+                   type=whole_number("MIN_CUSTOMER_RATINGS", d.min_customer_ratings),
                    help="keep customers with at least this many ratings (default %(default)s)")
-    g.add_argument("--min-product-ratings", type=int, default=d.min_product_ratings,
+    g.add_argument("--min-product-ratings", default=d.min_product_ratings,
+                   type=whole_number("MIN_PRODUCT_RATINGS", d.min_product_ratings),
                    help="keep products with at least this many ratings (default %(default)s)")
     g.add_argument("--filter-mode", choices=PrepSettings.FILTER_MODES, default=d.filter_mode,
                    help="single: one counting pass like the reference; kcore: repeat until "
                         "every customer and product meets its minimum (default %(default)s)")
-    g.add_argument("--train-shards", type=int, default=d.train_shards,
-                   help="train channel shards, ≥ training instances (default %(default)s)")
-    g.add_argument("--test-shards", type=int, default=d.test_shards,
+    g.add_argument("--train-shards", default=d.train_shards,
+                   type=whole_number("TRAIN_SHARDS", d.train_shards),
+                   help="train channel shards, ≥ training instances; at most one per train "
+                        "row (default %(default)s)")
+    g.add_argument("--test-shards", default=d.test_shards,
+                   type=whole_number("TEST_SHARDS", d.test_shards),
                    help="test channel shards (default %(default)s)")
     g.add_argument("--days-scale", choices=PrepSettings.DAYS_SCALES, default=d.days_scale,
                    help="days_since_first as raw days, years, or unit (÷ max) "
                         "(default %(default)s)")
-    g.add_argument("--part-size", default=d.part_size,
-                   help="uncompressed source bytes per Parquet part / Dask partition "
-                        "(default %(default)s)")
+    g.add_argument("--part-size", default=d.part_size, type=_size,
+                   help="uncompressed source bytes per Parquet part / Dask partition, e.g. "
+                        "64MB or 1GiB (default %(default)s)")
 
 
 def _settings(ns) -> PrepSettings:
@@ -58,12 +153,17 @@ def _settings(ns) -> PrepSettings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``fmprep`` command."""
-    parser = argparse.ArgumentParser(
+    """The argument parser of the ``fmprep`` command (errors: see :class:`UserArgumentParser`)."""
+    from .sample import DEFAULT_SAMPLE_2023
+    from .sources import FORMAT_CHOICES
+
+    parser = FmprepArgumentParser(
         prog="fmprep", description="Turn Amazon-review ratings into SageMaker Factorization "
         "Machines RecordIO-protobuf shards.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-q", "--quiet", action="store_true", help="only print errors")
+    _VERBOSE["set"] = False
+    parser.add_argument("-v", "--verbose", action=_Verbose, help=_Verbose.HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, help_, example):
@@ -72,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         # SUPPRESS: without it the subcommand's default would undo `fmprep -q data …`.
         p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                        help="only print errors")
+        p.add_argument("-v", "--verbose", action=_Verbose, help=_Verbose.HELP)
         return p
 
     p = add("sample", "write generated reviews in the Amazon Customer Reviews TSV layout (or "
@@ -83,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help=f"file to write (default {config.DEFAULT_SAMPLE}, or "
                         f"{DEFAULT_SAMPLE_2023} for amazon-2023)")
-    p.add_argument("--rows", type=int, default=config.SAMPLE_ROWS, help="rows (default %(default)s)")
-    p.add_argument("--seed", type=int, default=config.SAMPLE_SEED, help="seed (default %(default)s)")
+    p.add_argument("--rows", type=whole_number("ROWS", config.SAMPLE_ROWS, minimum=0),
+                   default=config.SAMPLE_ROWS, help="rows (default %(default)s)")
+    p.add_argument("--seed", type=whole_number("SEED", config.SAMPLE_SEED, minimum=0),
+                   default=config.SAMPLE_SEED, help="seed (default %(default)s)")
     p.add_argument("--no-faults", action="store_true", help="no malformed rows")
     p.add_argument("--no-meta", action="store_true",
                    help="amazon-2023: do not write the meta_<name> product file")
@@ -101,15 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, help_, example)
         if name in ("data", "ingest"):
             p.add_argument("--source", default=config.DEFAULT_SAMPLE,
-                           help="path, s3:// URI or glob of review files, .gz or plain "
-                                "(default %(default)s)")
+                           help="path, s3:// URI, glob or directory of review files, .gz or "
+                                "plain; one format for all; a directory gives its *.tsv, "
+                                "*.jsonl, u.data, ratings.dat or ratings.csv files (default "
+                                "%(default)s)")
             p.add_argument("--format", choices=FORMAT_CHOICES, default=FORMAT_CHOICES[0],
                            help="source format; auto: from each file's first line, its name as "
                                 "a hint (default %(default)s)")
             p.add_argument("--meta", default=None,
                            help="product titles for sources without them: Amazon Reviews 2023 "
                                 "meta_<Category>.jsonl(.gz), MovieLens u.item, movies.dat or "
-                                "movies.csv (path, s3:// URI or glob)")
+                                "movies.csv (path, s3:// URI, glob or directory)")
         p.add_argument("--work", default=config.DEFAULT_WORK,
                        help="working directory, local or s3:// (default %(default)s)")
         if name in ("data", "encode"):
@@ -140,7 +245,7 @@ def run(ns) -> int:
     from . import pipeline
 
     if ns.command == "sample":
-        from .sample import generate_reviews, generate_reviews_2023
+        from .sample import DEFAULT_SAMPLE_2023, generate_reviews, generate_reviews_2023
 
         if ns.layout == "amazon-2023":
             summary = generate_reviews_2023(ns.out or DEFAULT_SAMPLE_2023, rows=ns.rows,
@@ -210,29 +315,65 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _setup_logging(quiet: bool) -> None:
-    # Only fmprep's own loggers print; Dask's INFO chatter stays out of the user's terminal.
+# Whether the command line just parsed had -v (build_parser resets it, _setup_logging reads it).
+_VERBOSE = {"set": False}
+
+
+class _Verbose(argparse.Action):
+    """``-v`` / ``--verbose``: noted for :func:`_setup_logging`, which is given ``quiet`` only."""
+
+    HELP = ("also print the libraries' log lines: botocore's credentials and retries, Dask's "
+            "(VERBOSE=1, FMPREP_VERBOSE=1)")
+
+    def __init__(self, option_strings, dest, **kwargs):
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True)
+        _VERBOSE["set"] = True
+
+
+def _setup_logging(quiet: bool, verbose: bool | None = None) -> None:
+    # Only fmprep's own loggers print; Dask's INFO chatter stays out of the user's terminal,
+    # and botocore's and distributed's too (fmprep.logs) unless -v or FMPREP_VERBOSE=1.
+    from .logs import configure_libraries, verbose_from_env
+
     logger = logging.getLogger("fmprep")
     if not logger.handlers:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("fmprep: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    if verbose is None:
+        verbose = _VERBOSE["set"] or verbose_from_env()
+    _VERBOSE["set"] = False
+    configure_libraries(verbose, handler=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``fmprep`` console script."""
-    ns = build_parser().parse_args(argv)
-    _setup_logging(ns.quiet)
+    """Entry point of the ``fmprep`` console script; returns the exit status.
+
+    0 on success, 2 after one ``fmprep: error: …`` line for anything the user can fix (bad
+    arguments included), 130 when interrupted. Anything else is a bug and raises.
+    """
     try:
-        return run(ns)
+        ns = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or the parser's one-line error
+        return done.code if isinstance(done.code, int) else 2 if done.code else 0
+    _setup_logging(ns.quiet)
+    from .sources import quiet_undecodable_rows
+
+    try:
+        with quiet_undecodable_rows():
+            return run(ns)
     except FmprepError as err:
         print(f"fmprep: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # only storage errors are explained; anything else is a bug
         from .storage import describe_storage_error
 
-        message = describe_storage_error(err)
+        message = describe_os_error(err, _locations(ns)) or describe_storage_error(err)
         if message is None:
             raise
         print(f"fmprep: error: {message}", file=sys.stderr)
@@ -240,3 +381,121 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fmprep: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+# --- full disks and refused writes ---------------------------------------------------------------
+
+_NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+_REFUSED = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+            errno.EROFS: "read-only file system"}
+_WRITTEN = ("WORK", "OUTPUT", "OUT")  # the settings naming places fmprep writes
+
+
+def _locations(ns) -> dict[str, str]:
+    """The local paths a command line names, by make variable (WORK, OUTPUT, SOURCE …)."""
+    from .storage import is_remote
+
+    found = {}
+    for var, attr in (("WORK", "work"), ("OUTPUT", "output"), ("OUT", "out"),
+                      ("SOURCE", "source"), ("META", "meta")):
+        value = getattr(ns, attr, None)
+        if value and not is_remote(value):
+            found[var] = value
+    return found
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The first OSError of ``err``'s chain that is a full disk or a refused access."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and (err.errno in _NO_SPACE or err.errno in _REFUSED):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _root(value: str) -> str:
+    """The real directory a path or glob names (a glob: the part before its first wildcard)."""
+    plain = re.split(r"[*?\[]", value, maxsplit=1)[0]
+    if plain != value:
+        plain = os.path.dirname(plain)
+    return os.path.realpath(plain or ".")
+
+
+def _owner(path: str, locations: dict[str, str]) -> str | None:
+    """The variable whose location holds ``path`` (the deepest one, should they nest)."""
+    real = os.path.realpath(path)
+    best = None
+    for var, value in locations.items():
+        root = _root(value)
+        if (real == root or real.startswith(root.rstrip(os.sep) + os.sep)) and \
+                (best is None or len(root) > len(_root(locations[best]))):
+            best = var
+    return best
+
+
+def _free(value: str) -> tuple[int, int] | None:
+    """``(device, free bytes)`` of the filesystem that holds (or would hold) ``value``."""
+    probe = os.path.abspath(value)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    try:
+        st = os.statvfs(probe)
+        return os.stat(probe).st_dev, st.f_bavail * st.f_frsize
+    except OSError:
+        return None
+
+
+def describe_os_error(err: BaseException, locations: dict[str, str]) -> str | None:
+    """One line for a full disk or a refused write or read, naming the setting and the fix.
+
+    Parameters
+    ----------
+    err : BaseException
+        What the run raised; its chain is searched for an OSError with errno ENOSPC,
+        EDQUOT, EACCES, EPERM or EROFS (Dask re-raises a task's own exception).
+    locations : dict
+        Local paths by make variable (``WORK``, ``OUTPUT``, ``SOURCE`` …).
+
+    Returns
+    -------
+    str or None
+        The message, or None when ``err`` is none of these.
+    """
+    found = _os_error(err)
+    if found is None:
+        return None
+    path = found.filename if isinstance(found.filename, str) else None
+    var = _owner(path, locations) if path else None
+    if found.errno in _NO_SPACE:
+        what = _NO_SPACE[found.errno]
+        full = [var] if var else []
+        if path is None:
+            # A write() that failed carries no file name: blame the fullest place we write
+            # (both, if WORK and OUTPUT share that disk).
+            space = {v: _free(locations[v]) for v in _WRITTEN if v in locations}
+            space = {v: f for v, f in space.items() if f is not None}
+            if space:
+                device = min(space.values(), key=lambda f: f[1])[0]
+                full = [v for v, f in space.items() if f[0] == device]
+        if not full:
+            return (f"{what} writing {path or 'a file'}; free space there (temporary files "
+                    "follow TMPDIR)")
+        free = _free(locations[full[0]])
+        left = f" ({free[1] / 2**20:.1f} MiB free)" if free else ""
+        where = " and ".join(f"{v}={locations[v]}" for v in full)
+        return (f"{what} writing to {where}{left}; free space on {where} or choose another "
+                f"{' / '.join(f'{v}=' for v in full)}")
+    if path is None:
+        return None  # e.g. S3's AccessDenied: storage.describe_storage_error names credentials
+    reason = _REFUSED[found.errno]
+    if var is None:
+        return f"{reason}: {path}; fix its permissions or choose another location"
+    if found.errno == errno.EROFS:
+        return (f"{var}={locations[var]} is on a {reason} ({path}); choose another {var}= or "
+                "remount it read-write")
+    if var in _WRITTEN:
+        return (f"{reason} writing {path} ({var}={locations[var]}); fix its permissions or "
+                f"choose another {var}=")
+    return f"{reason} reading {path} ({var}={locations[var]}); make it readable or copy it"

@@ -73,9 +73,63 @@ class PrepSettings:
 
     FILTER_MODES = ("single", "kcore")
     DAYS_SCALES = ("raw", "years", "unit")
+    # The make variable of each setting (the CLI flag is --min-customer-ratings etc.), so that
+    # an error names what the user typed.
+    VARIABLES = {"min_customer_ratings": "MIN_CUSTOMER_RATINGS",
+                 "min_product_ratings": "MIN_PRODUCT_RATINGS", "filter_mode": "FILTER_MODE",
+                 "train_shards": "TRAIN_SHARDS", "test_shards": "TEST_SHARDS",
+                 "days_scale": "DAYS_SCALE", "part_size": "PART_SIZE"}
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def part_bytes(self) -> int:
+        """``part_size`` in bytes: ``"128MB"``, ``"1GiB"``, ``"1e6"`` or an int.
+
+        Raises
+        ------
+        fmprep.errors.FmprepError
+            If it is not a size, or not more than 0 bytes.
+        """
+        from dask.utils import parse_bytes  # the parser ingest uses: the same sizes pass
+
+        from .errors import FmprepError
+
+        value, fix = self.part_size, f"use e.g. PART_SIZE={PrepSettings.part_size}"
+        try:
+            size = int(parse_bytes(value) if isinstance(value, str) else value)
+        except (ValueError, TypeError, OverflowError):
+            raise FmprepError(f"PART_SIZE={value} is not a size; {fix}") from None
+        if size <= 0:
+            raise FmprepError(f"PART_SIZE={value} must be more than 0 bytes; {fix}")
+        return size
+
+    def validate(self) -> None:
+        """Reject settings that cannot work, before any data is read.
+
+        Raises
+        ------
+        fmprep.errors.FmprepError
+            One line naming the make variable, the value given and one that works, e.g.
+            ``TRAIN_SHARDS=0 must be a whole number ≥ 1; use e.g. TRAIN_SHARDS=10``.
+        """
+        import numbers
+
+        from .errors import FmprepError
+
+        for name in ("min_customer_ratings", "min_product_ratings", "train_shards",
+                     "test_shards"):
+            value, var = getattr(self, name), self.VARIABLES[name]
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise FmprepError(f"{var}={value} must be a whole number ≥ 1; use e.g. "
+                                  f"{var}={getattr(PrepSettings, name)}")
+        for name, choices in (("filter_mode", self.FILTER_MODES),
+                              ("days_scale", self.DAYS_SCALES)):
+            value, var = getattr(self, name), self.VARIABLES[name]
+            if value not in choices:
+                raise FmprepError(f"{var}={value} is not one of {', '.join(choices)}; use e.g. "
+                                  f"{var}={choices[0]}")
+        self.part_bytes()
 
 
 # --- SageMaker Factorization Machines hyperparameters (names are the contract, docs/design.md §3) --
@@ -209,3 +263,22 @@ LOCAL_MODEL_DIR = "model"             # OUTPUT/model: the local backend's traine
 SAGEMAKER_RECORD = "sagemaker.json"   # training job, model artifact, metrics, endpoint
 ENDPOINT_RECORD = "endpoint.json"     # the running local server: url, pid
 SERVER_LOG = "serve.log"
+
+# --- S3 and AWS API retries: one budget for s3fs and every boto3 client (fmprep.retries) -------
+# The environment variable named beside each setting overrides it (the FMPREP_ one first).
+# botocore tries each request up to S3_MAX_ATTEMPTS times, waiting a random 0..2^n s (at most
+# 20 s) between tries: 95 s on average before it gives up (simulated p1-p99: 56-135 s;
+# a request still failing after 30 s of waits: 2 in 100 000).
+# Measured with tests/faultproxy.py in front of moto, `fmprep data` on 3000 rows: an endpoint
+# refusing connections for 30 s (3 of 3 runs) or 60 s (2 of 2) is ridden out, 90 s and 120 s
+# are not; a dead endpoint is reported after 76-108 s; 60 s and 180 s of 503 SlowDown to every
+# request are ridden out (after botocore, s3fs retries SlowDown up to S3FS_RETRIES times).
+# standard mode's retry quota (500 tokens per client, 5 per retry) runs dry when ~16 or more
+# threads of one process wait out one outage (32 threads: all failed after 2.7 s);
+# FMPREP_S3_RETRY_MODE=legacy has no quota (its waits are not capped at 20 s).
+S3_RETRY_MODE = "standard"   # FMPREP_S3_RETRY_MODE, AWS_RETRY_MODE: standard, adaptive, legacy
+S3_MAX_ATTEMPTS = 14         # FMPREP_S3_MAX_ATTEMPTS, AWS_MAX_ATTEMPTS: tries per request
+S3FS_RETRIES = 5             # FMPREP_S3FS_RETRIES: s3fs's re-runs of a broken download (and of
+                             # a request botocore gave up on after SlowDown or a dropped reply)
+S3_CONNECT_TIMEOUT_S = 10    # FMPREP_S3_CONNECT_TIMEOUT: seconds to open a connection
+S3_READ_TIMEOUT_S = 30       # FMPREP_S3_READ_TIMEOUT: seconds of silence from a connection

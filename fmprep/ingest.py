@@ -15,6 +15,8 @@ title (formats without titles) their product's title. Nothing passes through the
 from __future__ import annotations
 
 import json
+import logging
+import os
 
 import dask
 import pyarrow as pa
@@ -26,11 +28,13 @@ from .config import (INGEST_MANIFEST, MANIFEST, MANIFEST_FORMAT, PARQUET_OPTIONS
                      REJECTS_SAMPLE, REVIEWS_DIR)
 from .errors import FmprepError
 from .sources import (AUTO, BLOCK_SIZE, MAX_BLOCK_SIZE, REJECT_REASONS, REVIEWS_SCHEMA,
-                      TITLE_REASONS, TITLES_SCHEMA, LineTooLong, check_format, clean_batch,
-                      open_reviews, open_titles)
+                      TITLE_REASONS, TITLES_SCHEMA, LineTooLong, check_format, check_sources,
+                      clean_batch, open_reviews, open_titles)
 
 __all__ = ["REVIEWS_SCHEMA", "REJECT_REASONS", "clean_batch", "ingest", "ingest_file",
            "ingest_titles_file", "source_fingerprint"]
+
+log = logging.getLogger(__name__)
 
 MIN_BLOCK_SIZE = 256 << 10  # smaller parts (tests) parse in smaller blocks to roll parts on time
 TITLES_DIR = "_titles"      # WORK/reviews/_titles: metadata titles, removed after the join
@@ -240,6 +244,41 @@ def _join_titles(out_dir: str, parts: list[str], title_parts: list[str], n_title
     return [{"file": n, "rows": r} for n, r in zip(names, rows) if r > 0]
 
 
+def _check_title_coverage(out_dir: str, parts: list[str], meta: list[str],
+                          storage_options) -> None:
+    """Stop when META= titled none of the source's products; warn when it titled only some.
+
+    Counted over the ingested parts, after the join: a product has a title when any of its
+    rows has one.
+    """
+    rows = partio.read_parts([storage.join(out_dir, p) for p in parts],
+                             ["product_id", "product_title"], storage_options)
+    titled = rows.assign(titled=rows["product_title"] != "").groupby("product_id")["titled"].max()
+    counts = titled.value_counts().compute()
+    with_title, without = int(counts.get(True, 0)), int(counts.get(False, 0))
+    names = ", ".join(os.path.basename(m) for m in meta[:3]) + (" …" if len(meta) > 3 else "")
+    if with_title == 0:
+        example = rows["product_id"].head(1).iloc[0]
+        theirs = _first_title_id(meta[0], storage_options)
+        seen = f"; META's look like {theirs!r}" if theirs is not None else ", and META has none"
+        raise FmprepError(f"META ({names}) gives a title to none of the {without} products of "
+                          f"SOURCE (whose ids look like {example!r}{seen}); set META= to the "
+                          "metadata file of the same dataset and category as SOURCE")
+    if without:
+        log.warning("warning: META (%s) gave titles to %d of %d products; the other %d keep an "
+                    "empty title (check that META= is the metadata of SOURCE's category)",
+                    names, with_title, with_title + without, without)
+
+
+def _first_title_id(url: str, storage_options) -> str | None:
+    """The first product id a metadata file lists, to show in a message."""
+    with open_titles(url, storage_options, MIN_BLOCK_SIZE) as src:
+        for table in src.tables():
+            if table.num_rows:
+                return table["product_id"][0].as_py()
+    return None
+
+
 def source_fingerprint(url: str, storage_options: dict | None = None) -> dict:
     """Size and modification stamp (or ETag) of a source, to tell whether it changed."""
     fs, path = storage.filesystem(url, storage_options)
@@ -288,6 +327,9 @@ def ingest(sources: list[str], work: str, part_size: str | int = "128MB",
     if part_bytes <= 0:
         raise FmprepError(f"part size must be positive, got {part_size!r}; use e.g. 128MB")
     meta = list(meta or [])
+    # Every file sniffed first: an unreadable one or a mix of formats stops the run before
+    # WORK is touched.
+    check_sources(sources, fmt, storage_options, meta=bool(meta))
     out_dir = storage.join(work, REVIEWS_DIR)
     rejects_dir = storage.join(work, REJECTS_DIR)
     clear(work, storage_options)
@@ -324,6 +366,8 @@ def ingest(sources: list[str], work: str, part_size: str | int = "128MB",
             "totals": {"rows_read": sum(r["rows_read"] for r in title_results),
                        "titles": n_titles,
                        "rejected": _sum_counts(title_results, TITLE_REASONS)}}
+    if meta:
+        _check_title_coverage(out_dir, [p["file"] for p in parts], meta, storage_options)
     manifest["parts"] = [p["file"] for p in parts]
     rejects = [f"{REJECTS_DIR}/{i:04d}-{REJECTS_SAMPLE}" for i in range(len(sources))]
     rejects += [f"{REJECTS_DIR}/meta-{i:04d}-{REJECTS_SAMPLE}" for i in range(len(meta))]

@@ -32,28 +32,23 @@ def stage_key(*parts) -> str:
 
 
 def validate_settings(settings: PrepSettings) -> None:
-    """Reject settings that cannot work, before any data is read."""
-    if settings.min_customer_ratings < 1 or settings.min_product_ratings < 1:
-        raise FmprepError("MIN_CUSTOMER_RATINGS and MIN_PRODUCT_RATINGS must be ≥ 1")
-    if settings.filter_mode not in PrepSettings.FILTER_MODES:
-        raise FmprepError(f"unknown filter mode {settings.filter_mode!r}; use one of "
-                          f"{', '.join(PrepSettings.FILTER_MODES)}")
-    if settings.days_scale not in PrepSettings.DAYS_SCALES:
-        raise FmprepError(f"unknown days scale {settings.days_scale!r}; use one of "
-                          f"{', '.join(PrepSettings.DAYS_SCALES)}")
-    if settings.train_shards < 1 or settings.test_shards < 1:
-        raise FmprepError("TRAIN_SHARDS and TEST_SHARDS must be ≥ 1")
+    """Reject settings that cannot work, before any data is read.
+
+    Raises
+    ------
+    FmprepError
+        One line naming the make variable and a value that works (see
+        :meth:`fmprep.config.PrepSettings.validate`).
+    """
+    settings.validate()
 
 
 def expand_meta(meta: str | None, storage_options) -> list[str]:
-    """The metadata files ``META=`` names, or a one-line error naming META=."""
+    """The metadata files ``META=`` names (a file, glob or directory), or a one-line error
+    naming META=."""
     if not meta:
         return []
-    try:
-        return storage.expand_sources(meta, storage_options)
-    except FmprepError:
-        raise FmprepError(f"meta file not found: {meta}; set META= (--meta) to an existing "
-                          "meta_<Category>.jsonl(.gz), u.item, movies.dat or movies.csv") from None
+    return storage.expand_sources(meta, storage_options, role="META")
 
 
 def claim_locations(work: str, output: str, storage_options=None) -> None:

@@ -24,10 +24,10 @@ import time
 from typing import Callable
 
 import boto3
-from botocore.exceptions import (BotoCoreError, ClientError, EndpointConnectionError,
-                                 NoCredentialsError, PartialCredentialsError, NoRegionError)
+from botocore.exceptions import (BotoCoreError, ClientError, NoCredentialsError,
+                                 PartialCredentialsError, NoRegionError)
 
-from . import config, storage
+from . import config, retries, storage
 from .config import MANIFEST
 from .freshness import check_model, data_stamp
 from .errors import FmprepError
@@ -86,8 +86,11 @@ def _clients(region: str):
     if boto3.session.Session().get_credentials() is None:
         raise FmprepError(_NO_CREDENTIALS)
     try:
-        return (boto3.client("sagemaker", region_name=region),
-                boto3.client("sagemaker-runtime", region_name=region))
+        # The retry budget of fmprep.retries, as for S3: an API that stumbles does not stop a
+        # train or deploy that has already waited minutes.
+        return (boto3.client("sagemaker", region_name=region, config=retries.botocore_config()),
+                boto3.client("sagemaker-runtime", region_name=region,
+                             config=retries.botocore_config()))
     except (BotoCoreError, ValueError) as err:
         raise FmprepError(f"cannot create SageMaker clients for region {region!r}: {err}; check "
                           "--region (REGION=)") from None
@@ -108,12 +111,16 @@ def _call(client, operation: str, missing_ok: bool = False, **params):
         raise FmprepError(_NO_CREDENTIALS) from None
     except NoRegionError:
         raise FmprepError("no AWS region configured; pass --region (REGION=)") from None
-    except EndpointConnectionError as err:
-        raise FmprepError(f"cannot reach {err.kwargs.get('endpoint_url')}; check --region, "
-                          "AWS_ENDPOINT_URL and the network") from None
-    except ClientError as err:
-        if missing_ok and _is_missing(err):
+    except (BotoCoreError, ClientError) as err:
+        if isinstance(err, ClientError) and missing_ok and _is_missing(err):
             return None
+        # Throttling, 5xx or a lost connection that outlasted the retry budget: say so.
+        transient = retries.describe_exhausted(err, service=f"SageMaker {operation}",
+                                               resume="rerun the command")
+        if transient is not None:
+            raise FmprepError(transient) from None
+        if not isinstance(err, ClientError):
+            raise
         info = err.response.get("Error", {})
         message = info.get("Message", str(err))
         if len(message) > 300:  # moto lists every instance type; keep the line readable

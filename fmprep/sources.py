@@ -28,11 +28,15 @@ the file's size, and counts every rejected row by reason with a sample of each
 from __future__ import annotations
 
 import bisect
+import contextlib
 import csv
+import fnmatch
 import json
+import logging
 import os
 import queue
 import re
+import sys
 import threading
 import zlib
 
@@ -47,6 +51,8 @@ from isal import igzip
 from . import storage
 from .config import REJECTS_SAMPLE_SIZE, TSV_COLUMNS, USED_COLUMNS
 from .errors import FmprepError
+
+log = logging.getLogger(__name__)
 
 AUTO = "auto"
 FORMATS = ("amazon-tsv", "amazon-2023", "movielens-100k", "movielens-1m", "movielens-csv")
@@ -143,6 +149,10 @@ class _CountingReader(_Reader):
         self.count = 0
 
     def read(self, n=-1):
+        if self.closed:
+            # Closed by the source on an error: Arrow's read-ahead thread may still ask for a
+            # block; the end of the stream stops it without touching a closed file.
+            return b""
         try:
             data = self._f.read(n)
         except (EOFError, OSError, zlib.error) as err:
@@ -197,13 +207,19 @@ class _Replacing(_Reader):
                 return data[:keep].replace(self._old, self._new)
 
 
-def open_source(url: str, storage_options: dict | None = None, role: str = "SOURCE"):
+def open_source(url: str, storage_options: dict | None = None, role: str = "SOURCE",
+                block_size: int | None = None):
     """Open ``url`` and return ``(raw, stream)``: the file and its decompressed bytes.
 
     gzip is recognised by its magic bytes, not by the name. ``role`` names the setting to fix
-    in error messages (``SOURCE`` or ``META``).
+    in error messages (``SOURCE`` or ``META``); ``block_size`` is the remote read size
+    (s3fs's default of 50 MiB would download that much just to sniff a file).
     """
-    raw = storage.open_file(url, "rb", storage_options).open()
+    if block_size is None:
+        raw = storage.open_file(url, "rb", storage_options).open()
+    else:
+        fs, path = storage.filesystem(url, storage_options)
+        raw = fs.open(path, "rb", block_size=block_size)
     head = raw.read(2)
     raw.seek(0)
     if not head:
@@ -232,8 +248,77 @@ def _first_line(head: bytes) -> bytes:
     return head.split(b"\n", 1)[0].rstrip(b"\r")
 
 
-def _shown(line: bytes) -> str:
-    return repr(line[:100].decode("utf-8", "replace"))
+SHOWN_CHARS = 60  # an excerpt of a file in an error message: enough to recognise it
+
+
+# repr() of an undecodable byte kept by "surrogateescape" (\udcff), not preceded by a backslash
+_SURROGATE = re.compile(r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])")
+
+
+def _shown(data: bytes | str, limit: int = SHOWN_CHARS, binary: bool = False) -> str:
+    """``data`` quoted for a one-line message: escaped and cut to about ``limit`` characters.
+
+    Undecodable bytes show as ``\\xNN``, control characters as their escapes and Arrow's
+    stand-in for bad bytes as ``\\ufffd``: binary junk can neither garble the terminal nor
+    break the line, and readable text (accents included) stays readable. ``binary`` escapes
+    every byte outside printable ASCII, as Python writes bytes.
+    """
+    text = data[:limit * 4]
+    if binary:
+        shown = repr(bytes(text))[1:]
+    else:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "surrogateescape")
+        shown = _SURROGATE.sub(r"\1\\x\2", repr(text).replace("\ufffd", "\\ufffd"))
+    return shown if len(shown) <= limit else shown[:limit - 1] + "…"
+
+
+# Magic bytes of formats people download reviews in, other than gzip.
+_ARCHIVES = ((b"PK\x03\x04", "a zip archive"), (b"BZh", "bzip2-compressed"),
+             (b"\xfd7zXZ\x00", "xz-compressed"), (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
+             (b"PAR1", "a Parquet file"), (GZIP_MAGIC, "gzip-compressed twice"),
+             (b"\xff\xfe", "UTF-16 text"), (b"\xfe\xff", "UTF-16 text"))
+_CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r\x0c")
+_EXPECTED = {
+    "SOURCE": "a review file (.tsv, .jsonl, u.data, ratings.dat, ratings.csv; plain or .gz, "
+              "UTF-8 text)",
+    "META": "a product metadata file (meta_<Category>.jsonl, u.item, movies.dat, movies.csv; "
+            "plain or .gz)",
+}
+
+
+def looks_binary(head: bytes) -> bool:
+    """True when the start of a decompressed file is not text.
+
+    A NUL byte, or more than one character in ten that is invalid UTF-8 or a control
+    character. Text with a few bad bytes (a Latin-1 title, a damaged row) is still text: its
+    rows are read and the bad ones counted, not the whole file refused.
+    """
+    sample = head[:SNIFF_BYTES]
+    if not sample:
+        return False
+    if b"\x00" in sample:
+        return True
+    controls = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
+    text = sample.decode("utf-8", "replace")
+    return controls + text.count("\ufffd") > len(text) // 10
+
+
+def _check_text(url: str, head: bytes, compressed: bool, role: str) -> None:
+    """A one-line error naming ``role`` when ``head`` is binary data rather than text."""
+    if not looks_binary(head):
+        return
+    what = next((name for magic, name in _ARCHIVES if head.startswith(magic)), None)
+    if what is not None:
+        fix = ("decompress it once more" if what.startswith("gzip") else
+               "save it as UTF-8" if what.startswith("UTF-16") else
+               "fmprep reads plain or gzip text: extract or convert it first")
+        raise FmprepError(f"{url} is {what} (it starts with {_shown(head, binary=True)}); "
+                          f"{fix}, and point {role}= at the result")
+    data = "decompresses to binary data" if compressed else "holds binary data"
+    raise FmprepError(f"{url} {data}, not UTF-8 text (it starts with "
+                      f"{_shown(head, binary=True)}); point {role}= at "
+                      f"{_EXPECTED.get(role, 'a text file')}")
 
 
 def _printable(raw: bytes) -> str:
@@ -400,6 +485,29 @@ class Rejects:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+@contextlib.contextmanager
+def quiet_undecodable_rows():
+    """Keep pyarrow's report of a row it could not decode for :meth:`Rejects.on_invalid_row`
+    off stderr while the block runs.
+
+    pyarrow decodes a row of the wrong length before calling the handler; when that row is
+    not UTF-8 it prints the UnicodeDecodeError as "Exception ignored" and fails the read,
+    which :func:`_csv_batches_serial` then reports as one line.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, UnicodeDecodeError) and
+                getattr(unraisable.object, "__func__", None) is Rejects.on_invalid_row):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 # --- shared validation pieces -------------------------------------------------------------------
@@ -631,6 +739,9 @@ def _csv_batches(url: str, stream, names, delimiter: str, block_size: int, rejec
                                            include))
 
 
+_UNSKIPPABLE_ROW = re.compile(r"CSV parse error: Expected (\d+) columns, got (\d+): (.*)", re.S)
+
+
 def _csv_batches_serial(url: str, stream, names, delimiter: str, block_size: int,
                         rejects: Rejects, include=None):
     """Arrow's streaming CSV reader over ``stream``: quoting off, all columns as bytes."""
@@ -658,6 +769,15 @@ def _csv_batches_serial(url: str, stream, names, delimiter: str, block_size: int
             raise LineTooLong() from None
         if isinstance(err.__context__, CorruptInput) or "decompress" in str(err):
             raise CorruptInput(str(err)) from None
+        bad = _UNSKIPPABLE_ROW.match(str(err))
+        if bad:
+            # pyarrow decodes a bad row's text before our handler sees it; a row that is both
+            # invalid UTF-8 and of the wrong length fails the read instead of being counted.
+            text = bad[3].replace(_UNIT_SEPARATOR.decode(), "::")  # ratings.dat's separator
+            raise FmprepError(
+                f"{url}: a row has {bad[2]} fields instead of {bad[1]} and is not valid UTF-8 "
+                f"({_shown(text)}), which cannot be skipped; delete that row or drop the bad "
+                "bytes (iconv -c -f utf-8 -t utf-8) and rerun") from None
         raise
 
 
@@ -978,12 +1098,15 @@ _READERS = {"amazon-tsv": _read_amazon_tsv, "amazon-2023": _read_amazon_2023}
 class _Source:
     """An open source file: its format, rejects and tables (one per parse block)."""
 
-    def __init__(self, url, fmt, storage_options, block_size, role, layouts):
+    def __init__(self, url, fmt, storage_options, block_size, role, layouts,
+                 read_size=None):
         self.url = url
-        self.raw, self._stream = open_source(url, storage_options, role)
+        self._generators = []
+        self.raw, self._stream = open_source(url, storage_options, role, read_size)
         try:
             self.counter = _CountingReader(self._stream)
             self.head = _read_head(url, self.counter)
+            _check_text(url, self.head, self._stream is not self.raw, role)
             self.format = layouts(url, self.head, fmt)
         except BaseException:
             self.close()
@@ -1000,6 +1123,21 @@ class _Source:
         return self.raw.tell()
 
     def close(self):
+        """Stop reading: the parse thread is joined and the file closed, even mid-stream.
+
+        On an error (a full disk while writing a part, a bad row) the tables may be left
+        half-read; without this their parse thread would run on unseen, and Arrow's
+        read-ahead would keep pulling blocks from this stream (it now gets the end of it).
+        """
+        counter = getattr(self, "counter", None)
+        if counter is not None:
+            counter.closed = True
+        for gen in self._generators:
+            try:
+                gen.close()           # runs _prefetched's finally: stop, drain, join
+            except ValueError:        # running in another thread: it stops at end of stream
+                pass
+        self._generators.clear()
         self._stream.close()
         self.raw.close()
 
@@ -1010,6 +1148,11 @@ class _Source:
         self.close()
 
     def _tables(self, reader):
+        gen = self._guarded(reader)
+        self._generators.append(gen)
+        return gen
+
+    def _guarded(self, reader):
         try:
             yield from reader
         except CorruptInput as err:
@@ -1020,8 +1163,10 @@ class _Source:
 class ReviewSource(_Source):
     """A review file opened for streaming; see :func:`open_reviews`."""
 
-    def __init__(self, url, fmt=AUTO, storage_options=None, block_size=BLOCK_SIZE):
-        super().__init__(url, fmt, storage_options, block_size, "SOURCE", choose_format)
+    def __init__(self, url, fmt=AUTO, storage_options=None, block_size=BLOCK_SIZE,
+                 read_size=None):
+        super().__init__(url, fmt, storage_options, block_size, "SOURCE", choose_format,
+                         read_size)
         self.rejects = Rejects(FORMAT_REASONS[self.format])
 
     def tables(self):
@@ -1199,3 +1344,135 @@ def open_titles(url: str, storage_options: dict | None = None,
         Like :class:`ReviewSource`; ``format`` is one of :data:`TITLE_LAYOUTS`.
     """
     return TitleSource(url, storage_options, block_size)
+
+
+# --- several files: the ones a directory holds, one format for all -------------------------------
+
+# The files a directory given as SOURCE= or META= contributes, by name (each also as .gz). A
+# MovieLens folder holds more than ratings (users.dat, tags.csv, and u1.base … ub.test, which
+# are splits of u.data): only its ratings file is a source. Names starting with "." are skipped.
+DIRECTORY_FILES = {
+    "SOURCE": ("*.tsv", "*.jsonl", "*.json", "*.ndjson", "u.data", "ratings.dat",
+               "ratings.csv"),
+    "META": ("meta_*.jsonl", "meta_*.json", "meta_*.ndjson", "u.item", "movies.dat",
+             "movies.csv"),
+}
+# The titles that formats without product titles can take from META=, by format.
+TITLE_FILES = {"amazon-2023": "meta_<Category>.jsonl(.gz)", "movielens-100k": "u.item",
+               "movielens-1m": "movies.dat", "movielens-csv": "movies.csv"}
+SNIFF_READ_SIZE = 1 << 20   # remote bytes fetched to sniff a file (s3fs reads 50 MiB by default)
+
+
+def _base_name(url: str) -> str:
+    return os.path.basename(url.rstrip("/"))
+
+
+def _is_role_file(name: str, role: str) -> bool:
+    base = _base_name(name).lower().removesuffix(".gz")
+    if base.startswith(".") or (role == "SOURCE" and base.startswith("meta_")):
+        return False
+    return any(fnmatch.fnmatchcase(base, pattern.lower()) for pattern in DIRECTORY_FILES[role])
+
+
+def directory_files(directory: str, names: list[str], role: str = "SOURCE") -> list[str]:
+    """The files of a directory that ``role`` (``SOURCE`` or ``META``) reads, sorted.
+
+    Parameters
+    ----------
+    directory : str
+        The directory as the user gave it, for messages.
+    names : list of str
+        The paths of the files directly inside it (not its subdirectories).
+    role : {"SOURCE", "META"}
+        Review files (:data:`DIRECTORY_FILES` ``["SOURCE"]``) or product metadata files.
+
+    Returns
+    -------
+    list of str
+        The paths whose names match; the others are logged as skipped.
+
+    Raises
+    ------
+    FmprepError
+        When no file matches, naming the setting and the names it looks for.
+    """
+    picked = sorted(n for n in names if _is_role_file(n, role))
+    skipped = sorted(_base_name(n) for n in set(names).difference(picked))
+    if not picked:
+        found = f" (it holds {_listed(skipped)})" if skipped else " (it is empty)"
+        raise FmprepError(f"{role}={directory} is a directory with no "
+                          f"{'review' if role == 'SOURCE' else 'metadata'} files{found}; put "
+                          f"{', '.join(p + '(.gz)' for p in DIRECTORY_FILES[role])} files in it, "
+                          f"or set {role}= to a file or glob")
+    log.info("%s=%s: reading %s%s", role, directory, _listed([_base_name(n) for n in picked]),
+             f"; skipping {_listed(skipped)}" if skipped else "")
+    return picked
+
+
+def _listed(names: list[str], most: int = 3) -> str:
+    """``a, b, c and 4 more``: a list of names short enough for one line."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def check_sources(urls: list[str], fmt: str = AUTO, storage_options: dict | None = None,
+                  meta: bool = False) -> list[str]:
+    """Sniff every review file before anything is written; return each one's format.
+
+    Parameters
+    ----------
+    urls : list of str
+        The review files (SOURCE= expanded).
+    fmt : str
+        ``FORMAT=``: ``auto`` or one of :data:`FORMATS`.
+    storage_options : dict, optional
+        fsspec options; only the first :data:`SNIFF_READ_SIZE` bytes of a file are fetched.
+    meta : bool
+        Whether META= gives product titles; without it, a format that has none gets a
+        warning that names the metadata file to pass.
+
+    Returns
+    -------
+    list of str
+        The format of each file, in order.
+
+    Raises
+    ------
+    FmprepError
+        On the first unreadable file (empty, binary, unknown format …), or when the files
+        are of more than one format: one line naming the formats and files.
+    """
+    formats = []
+    for url in urls:
+        with ReviewSource(url, fmt, storage_options, read_size=SNIFF_READ_SIZE) as src:
+            formats.append(src.format)
+    by_format = {}
+    for url, found in zip(urls, formats):
+        by_format.setdefault(found, []).append(_base_name(url))
+    if len(by_format) > 1:
+        mix = "; ".join(f"{found}: {_listed(names)}" for found, names in by_format.items())
+        raise FmprepError(f"SOURCE mixes formats ({mix}); point SOURCE= at files of one "
+                          "format (run make data once per dataset)")
+    if formats and not meta and formats[0] in TITLE_FILES:
+        log.warning("warning: %s files carry no product titles, so every item's title will be "
+                    "empty; set META=%s (--meta) to add them", formats[0],
+                    _sibling_meta(urls[0], formats[0], storage_options) or
+                    f"<the dataset's {TITLE_FILES[formats[0]]}>")
+    return formats
+
+
+def _sibling_meta(url: str, fmt: str, storage_options: dict | None) -> str | None:
+    """The metadata file the dataset ships beside ``url``, if it is there."""
+    folder, name = url[:len(url) - len(_base_name(url))], _base_name(url)
+    if fmt == "amazon-2023":
+        candidates = [folder + "meta_" + name]
+    else:
+        candidates = [folder + TITLE_FILES[fmt] + ext for ext in ("", ".gz")]
+    fs, _ = storage.filesystem(url, storage_options)
+    for candidate in candidates:
+        try:
+            if fs.exists(storage.filesystem(candidate, storage_options)[1]):
+                return candidate
+        except OSError:               # a listing refused: only a hint is lost
+            return None
+    return None

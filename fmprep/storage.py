@@ -15,7 +15,7 @@ import uuid
 import fsspec
 from fsspec.core import url_to_fs
 
-from .config import MANIFEST
+from . import retries
 from .errors import FmprepError
 
 
@@ -31,21 +31,46 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def _options(url: str, storage_options: dict | None) -> dict:
+    # S3 gets fmprep's retry budget (fmprep.retries); the caller's own options win.
+    if retries.is_s3(url):
+        retries.quiet_orphan_request_errors()
+        return retries.s3_storage_options(storage_options)
+    return dict(storage_options or {})
+
+
 def filesystem(url: str, storage_options: dict | None = None):
-    """Return ``(fs, path)`` for ``url``; a missing S3 dependency or bad option is a user error."""
+    """Return ``(fs, path)`` for ``url``; a missing S3 dependency or bad option is a user error.
+
+    Every filesystem fmprep uses comes from here or :func:`open_file` (on Dask workers too), so
+    that S3 requests get the retry budget of :mod:`fmprep.retries`.
+    """
     try:
-        return url_to_fs(url, **(storage_options or {}))
+        fs, path = url_to_fs(url, **_options(url, storage_options))
     except (ImportError, ValueError) as err:
         raise FmprepError(f"cannot open {url}: {err}; check the URL scheme and storage options")
+    retries.apply_fs_retries(fs)
+    return fs, path
 
 
-def expand_sources(source: str, storage_options: dict | None = None) -> list[str]:
-    """Expand a path, URL or glob into a sorted list of existing files.
+def expand_sources(source: str, storage_options: dict | None = None,
+                   role: str = "SOURCE") -> list[str]:
+    """Expand a path, URL, glob or directory into a sorted list of existing files.
+
+    Parameters
+    ----------
+    source : str
+        A file, a glob, or a directory: a directory gives the files directly in it that
+        ``role`` reads, by name (see :func:`fmprep.sources.directory_files`).
+    storage_options : dict, optional
+        fsspec options.
+    role : {"SOURCE", "META"}
+        The setting that named ``source``: review files or product metadata files.
 
     Raises
     ------
     FmprepError
-        If nothing matches, with the pattern in the message.
+        If nothing matches, with the pattern and the setting to fix in the message.
     """
     fs, path = filesystem(source, storage_options)
     if any(ch in path for ch in "*?["):
@@ -53,12 +78,23 @@ def expand_sources(source: str, storage_options: dict | None = None) -> list[str
     else:
         # info(), not isfile(): isfile() turns missing credentials into "not a file".
         try:
-            paths = [path] if fs.info(path)["type"] == "file" else []
+            kind = fs.info(path)["type"]
         except FileNotFoundError:
-            paths = []
+            kind = None
+        if kind == "directory":
+            from .sources import directory_files  # sources imports this module
+
+            names = [e["name"] for e in fs.ls(path, detail=True) if e["type"] == "file"]
+            paths = directory_files(source, names, role)
+        else:
+            paths = [path] if kind == "file" else []
     if not paths:
+        if role == "META":
+            raise FmprepError(f"meta file not found: {source}; set META= (--meta) to an "
+                              "existing meta_<Category>.jsonl(.gz), u.item, movies.dat or "
+                              "movies.csv, a directory or a glob")
         raise FmprepError(f"source not found: {source}; set SOURCE= to an existing file, "
-                          "s3:// URI or glob")
+                          "directory, s3:// URI or glob")
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if is_remote(source):
         return [f"{protocol}://{p}" for p in paths]
@@ -118,6 +154,9 @@ def check_writable(url: str, storage_options: dict | None = None) -> None:
             f.write(b"ok")
         fs.rm(path)
     except (OSError, PermissionError) as err:
+        explained = describe_storage_error(err) if is_remote(url) else None
+        if explained:  # a network or S3 error (spent retries, credentials): say that instead
+            raise FmprepError(explained) from None
         reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
         raise FmprepError(f"cannot write to {url}: {reason}; choose a writable location "
                           "(WORK= / OUTPUT=) or check credentials and permissions")
@@ -130,14 +169,20 @@ def to_url(fs, path: str) -> str:
 
 
 def open_file(url: str, mode: str = "rb", storage_options: dict | None = None):
-    """``fsspec.open`` with fmprep's storage options (no compression: callers sniff it)."""
-    return fsspec.open(url, mode, **(storage_options or {}))
+    """``fsspec.open`` with fmprep's storage options and retry budget (no compression: callers
+    sniff it)."""
+    opened = fsspec.open(url, mode, **_options(url, storage_options))
+    retries.apply_fs_retries(opened.fs)
+    return opened
 
 
 def describe_storage_error(err: BaseException) -> str | None:
     """A one-line, credential-free explanation of an S3/network error, or None if not one.
 
-    botocore's messages name endpoints and buckets, never keys; they are kept short.
+    A transient failure that outlasted the retry budget (throttling, 5xx, connections, cut-off
+    downloads) says so, with the attempts made and that rerunning resumes
+    (:func:`fmprep.retries.describe_exhausted`). botocore's messages name endpoints and
+    buckets, never keys; they are kept short.
     """
     try:
         from botocore import exceptions as bx
@@ -148,18 +193,25 @@ def describe_storage_error(err: BaseException) -> str | None:
         chain.append(chain[-1].__cause__ or chain[-1].__context__)
         if len(chain) > 10:
             break
-    for e in chain:
-        if isinstance(e, (bx.NoCredentialsError, bx.PartialCredentialsError)):
-            return ("no AWS credentials found; configure them (aws configure, AWS_PROFILE or "
-                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) or use local paths")
-        if isinstance(e, bx.EndpointConnectionError):
-            return (f"cannot reach {e.kwargs.get('endpoint_url', 'the S3 endpoint')}; check the "
-                    "network, AWS_ENDPOINT_URL and the region")
-        if isinstance(e, bx.ClientError):
-            code = e.response.get("Error", {}).get("Code", "")
-            return (f"S3 refused the request ({code or 'error'}); check the bucket name, "
-                    "region and your permissions")
-    if isinstance(err, PermissionError):
-        return (f"access denied ({str(err).splitlines()[0][:200]}); check permissions and "
-                "credentials")
-    return None
+    message = None
+    if any(isinstance(e, (bx.NoCredentialsError, bx.PartialCredentialsError)) for e in chain):
+        message = ("no AWS credentials found; configure them (aws configure, AWS_PROFILE or "
+                   "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) or use local paths")
+    elif (ssl := next((e for e in chain if isinstance(e, bx.SSLError)), None)) is not None:
+        # Not transient: retrying a certificate that does not verify cannot help.
+        where = str(ssl.kwargs.get("endpoint_url") or "the S3 endpoint").split("?", 1)[0]
+        message = f"TLS failed with {where}; check AWS_ENDPOINT_URL and AWS_CA_BUNDLE"
+    else:
+        message = retries.describe_exhausted(err)
+    if message is None:
+        for e in chain:
+            if isinstance(e, bx.ClientError):
+                code = e.response.get("Error", {}).get("Code", "")
+                message = (f"S3 refused the request ({code or 'error'}); check the bucket name, "
+                           "region and your permissions")
+                break
+    if message is None and isinstance(err, PermissionError):
+        message = (f"access denied ({str(err).splitlines()[0][:200]}); check permissions and "
+                   "credentials")
+    # One line, always: the CLI prints it after "fmprep: error: ".
+    return " ".join(message.split()) if message else None

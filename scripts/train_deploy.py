@@ -56,7 +56,35 @@ log = logging.getLogger(PROG)
 # --- arguments ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``scripts/train_deploy.py``."""
+    """The argument parser of ``scripts/train_deploy.py``.
+
+    Its errors are one line naming the make variable and a fix (``train_deploy: error:
+    PORT=abc is not a port number; …``), without argparse's usage block.
+    """
+    from fmprep.cli import UserArgumentParser, whole_number
+
+    class Parser(UserArgumentParser):
+        TOOL = PROG
+        VARIABLES = {"--backend": "BACKEND", "--output": "OUTPUT", "--region": "REGION",
+                     "--quiet": "QUIET", "--role": "ROLE", "--instance-type": "INSTANCE_TYPE",
+                     "--instance-count": "INSTANCE_COUNT", "--image-uri": "IMAGE_URI",
+                     "--hp": "HP", "--epochs": "EPOCHS", "--num-factors": "NUM_FACTORS",
+                     "--predictor-type": "PREDICTOR_TYPE",
+                     "--mini-batch-size": "MINI_BATCH_SIZE", "--port": "PORT",
+                     "--customer": "CUSTOMER", "--product": "PRODUCT", "--date": "DATE",
+                     "--work": "WORK"}
+
+    def port(text: str) -> int:
+        fix = f"use e.g. PORT={config.SERVE_PORT} (PORT=0: any free port)"
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"PORT={text} is not a port number; {fix}") from None
+        if not 0 <= value <= 65535:
+            raise argparse.ArgumentTypeError(f"PORT={text} is not a port number (0 to 65535); "
+                                             f"{fix}")
+        return value
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--backend", choices=("local", "sagemaker"),
                         default=os.environ.get("BACKEND") or "local",
@@ -67,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          f"{config.DEFAULT_REGION})")
     common.add_argument("-q", "--quiet", action="store_true", help="only print results and errors")
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG, description="Train, deploy, query and undeploy the FM model, locally or on "
         "SageMaker.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -81,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         g = p.add_argument_group("SageMaker options")
         g.add_argument("--role", help="IAM role ARN SageMaker assumes (required for sagemaker)")
         g.add_argument("--instance-type", help=f"{what} instance type (default {instance_type})")
-        g.add_argument("--instance-count", type=int,
+        g.add_argument("--instance-count", type=whole_number("INSTANCE_COUNT", instance_count),
                        help=f"{what} instances (default {instance_count})")
         g.add_argument("--image-uri", help="FM container image (default: the region's "
                                            "factorization-machines:1)")
@@ -106,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", help="local backend: model to serve (default OUTPUT/model)")
     p.add_argument("--host", default=config.SERVE_HOST, help="local server address "
                                                               "(default %(default)s)")
-    p.add_argument("--port", type=int, default=config.SERVE_PORT,
+    p.add_argument("--port", type=port, default=config.SERVE_PORT,
                    help="local server port, 0 for any free one (default %(default)s)")
     aws_options(p, "endpoint", config.ENDPOINT_INSTANCE_TYPE, config.ENDPOINT_INSTANCE_COUNT)
 
@@ -477,9 +505,16 @@ COMMANDS = {"train": cmd_train, "deploy": cmd_deploy, "predict": cmd_predict,
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors print one line and return 2."""
-    ns = build_parser().parse_args(argv)
+    try:
+        ns = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or the parser's one-line error
+        return done.code if isinstance(done.code, int) else 2 if done.code else 0
     logging.basicConfig(level=logging.WARNING if ns.quiet else logging.INFO,
                         format="%(name)s: %(message)s", stream=sys.stderr)
+    from fmprep.logs import configure_libraries, verbose_from_env
+
+    # botocore's INFO lines ("Found credentials in environment variables") only with VERBOSE=1.
+    configure_libraries(verbose_from_env())
     try:
         COMMANDS[ns.command](ns)
     except FmprepError as err:

@@ -8,7 +8,6 @@ import os
 
 import numpy as np
 import pandas as pd
-import pytest
 from sagemaker.amazon.common import read_records
 
 from fmprep import pipeline
