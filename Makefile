@@ -84,7 +84,7 @@ HP_ARGS = $(call opt,EPOCHS,--epochs) $(call opt,NUM_FACTORS,--num-factors) \
           $(call opt,PREDICTOR_TYPE,--predictor-type) \
           $(call opt,MINI_BATCH_SIZE,--mini-batch-size) $(foreach h,$(HP),--hp '$(h)')
 
-.PHONY: train deploy predict undeploy
+.PHONY: train deploy predict undeploy evaluate
 
 train: $(STAMP) ## train FM: BACKEND=local (default) | sagemaker (ROLE=arn:…, OUTPUT=s3://…)
 	$(TD) train $(TD_ARGS) $(AWS_ARGS) $(HP_ARGS)
@@ -99,6 +99,9 @@ predict: $(STAMP) ## predict one rating: make predict CUSTOMER=… PRODUCT=… [
 
 undeploy: $(STAMP) ## stop the local server, or delete the SageMaker endpoint, its config and model
 	$(TD) undeploy $(TD_ARGS)
+
+evaluate: $(STAMP) ## the model vs train mean, biases and popularity: OUTPUT/model/evaluation.json
+	$(TD) evaluate $(TD_ARGS)
 
 BENCH_SIZES ?= 100000,1000000,4000000
 BENCH_CAPPED_ROWS ?= 10000000

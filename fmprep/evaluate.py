@@ -223,3 +223,44 @@ def evaluate(model, train, test, num_users: int, num_items: int, k: int = TOP_K,
                     **{name: {f"hr@{k}": m["hr"], f"ndcg@{k}": m["ndcg"]}
                        for name, m in ranking.items()}},
     }
+
+
+def evaluate_output(output: str, model_dir: str | None = None,
+                    storage_options: dict | None = None) -> dict:
+    """``make evaluate``: evaluate OUTPUT's model on OUTPUT's channels, write evaluation.json.
+
+    Parameters
+    ----------
+    output : str
+        OUTPUT of make data (manifest and shards).
+    model_dir : str, optional
+        The model (default ``OUTPUT/model``).
+    storage_options : dict, optional
+        fsspec options.
+
+    Returns
+    -------
+    dict
+        What :func:`evaluate` returns, as written to ``model_dir/evaluation.json``.
+
+    Raises
+    ------
+    FmprepError
+        Without a model, with a model of earlier data, or for a binary classifier.
+    """
+    from . import fm, storage
+    from .config import LOCAL_MODEL_DIR
+    from .freshness import check_model, read_manifest
+
+    manifest = read_manifest(output, storage_options)
+    model_dir = model_dir or storage.join(output, LOCAL_MODEL_DIR)
+    model = fm.FMModel.load(model_dir, storage_options)
+    meta = storage.read_json(storage.join(model_dir, "model.json"), storage_options) or {}
+    check_model(meta, manifest, model_dir)
+    if model.predictor_type != "regressor":
+        raise FmprepError("evaluate scores ratings; this model is a binary_classifier (train a "
+                          "regressor, the default, to evaluate it)")
+    train = fm.read_channel(output, manifest, "train", storage_options)
+    test = fm.read_channel(output, manifest, "test", storage_options)
+    return fm.write_evaluation(model, train, test, manifest, model_dir, storage_options)
+

@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("undeploy", "stop the local server or delete the SageMaker endpoint, config and model",
         "train_deploy.py undeploy")
+    p = add("evaluate", "test RMSE / MAE and HR@10 / NDCG@10 of the model against the train "
+            "mean, biases-only and popularity baselines → OUTPUT/model/evaluation.json",
+            "train_deploy.py evaluate")
+    p.add_argument("--model-dir", help="model directory (default OUTPUT/model)")
     return parser
 
 
@@ -499,8 +503,25 @@ def cmd_predict(ns) -> None:
 
 # --- main ---------------------------------------------------------------------------------------
 
+def cmd_evaluate(ns) -> None:
+    from fmprep.evaluate import evaluate_output
+    from fmprep.report import write_report
+
+    result = evaluate_output(ns.output, ns.model_dir)
+    rating, ranking, k = result["rating"], result["ranking"], result["ranking"]["k"]
+    for name in ("model", "biases", "global_mean"):
+        print(f"{name:12s} test RMSE {rating[name]['rmse']:.4f}  MAE {rating[name]['mae']:.4f}")
+    for name in ("model", "popularity"):
+        print(f"{name:12s} HR@{k} {ranking[name][f'hr@{k}']:.4f}  "
+              f"NDCG@{k} {ranking[name][f'ndcg@{k}']:.4f}  ({ranking['customers']} customers)")
+    try:
+        write_report(ns.output, model_dir=ns.model_dir)  # logs its own path
+    except FmprepError as err:
+        log.warning("report not refreshed: %s", err)
+
+
 COMMANDS = {"train": cmd_train, "deploy": cmd_deploy, "predict": cmd_predict,
-            "undeploy": cmd_undeploy}
+            "undeploy": cmd_undeploy, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -158,3 +158,21 @@ def test_sagemaker_backend_through_the_script(prepped, s3, moto_server, capsys, 
 
     code, out, err = run(capsys, "undeploy", *common)
     assert code == 0 and out.count("deleted") == 3, err
+
+
+def test_default_train_then_evaluate(prepped, tmp_path, capsys):
+    """make train with no settings (the sampler), then make evaluate on the same model."""
+    output, *_ = prepped
+    model_dir = str(tmp_path / "model")
+    code, out, err = run(capsys, "train", "--output", output, "--model-dir", model_dir)
+    assert code == 0, err
+    metrics = json.load(open(os.path.join(model_dir, "metrics.json")))
+    assert metrics["solver"] == "mcmc"
+    code, out, err = run(capsys, "evaluate", "--output", output, "--model-dir", model_dir)
+    assert code == 0, err
+    evaluation = json.load(open(os.path.join(model_dir, "evaluation.json")))
+    assert evaluation["rating"]["model"]["rmse"] == pytest.approx(metrics["final"]["test:rmse"])
+    assert evaluation["rating"]["model"]["rmse"] < evaluation["rating"]["biases"]["rmse"]
+    assert f"test RMSE {evaluation['rating']['model']['rmse']:.4f}" in out
+    assert "HR@10" in out and "popularity" in out
+
