@@ -739,7 +739,10 @@ def _csv_batches(url: str, stream, names, delimiter: str, block_size: int, rejec
                                            include))
 
 
-_UNSKIPPABLE_ROW = re.compile(r"CSV parse error: Expected (\d+) columns, got (\d+): (.*)", re.S)
+# Arrow names the row ("Row #2001: ") only when it knows it, which depends on where the block
+# boundaries fall.
+_UNSKIPPABLE_ROW = re.compile(
+    r"CSV parse error: (?:Row #\d+: )?Expected (\d+) columns, got (\d+): (.*)", re.S)
 
 
 def _csv_batches_serial(url: str, stream, names, delimiter: str, block_size: int,
