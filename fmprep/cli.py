@@ -162,8 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Machines RecordIO-protobuf shards.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-q", "--quiet", action="store_true", help="only print errors")
-    _VERBOSE["set"] = False
-    parser.add_argument("-v", "--verbose", action=_Verbose, help=_Verbose.HELP)
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, help_, example):
@@ -172,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         # SUPPRESS: without it the subcommand's default would undo `fmprep -q data …`.
         p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                        help="only print errors")
-        p.add_argument("-v", "--verbose", action=_Verbose, help=_Verbose.HELP)
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help=VERBOSE_HELP)
         return p
 
     p = add("sample", "write generated reviews in the Amazon Customer Reviews TSV layout (or "
@@ -303,52 +303,22 @@ def _summary(manifest: dict, output: str) -> None:
              manifest["channels"]["test"]["rows"], output)
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value):
-        pass
+VERBOSE_HELP = ("also print the libraries' log lines: botocore's credentials and retries, "
+                "Dask's (VERBOSE=1, FMPREP_VERBOSE=1)")
 
 
-# Whether the command line just parsed had -v (build_parser resets it, _setup_logging reads it).
-_VERBOSE = {"set": False}
-
-
-class _Verbose(argparse.Action):
-    """``-v`` / ``--verbose``: noted for :func:`_setup_logging`, which is given ``quiet`` only."""
-
-    HELP = ("also print the libraries' log lines: botocore's credentials and retries, Dask's "
-            "(VERBOSE=1, FMPREP_VERBOSE=1)")
-
-    def __init__(self, option_strings, dest, **kwargs):
-        kwargs.update(nargs=0, default=argparse.SUPPRESS)
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, True)
-        _VERBOSE["set"] = True
-
-
-def _setup_logging(quiet: bool, verbose: bool | None = None) -> None:
+def _setup_logging(quiet: bool, verbose: bool) -> None:
     # Only fmprep's own loggers print; Dask's INFO chatter stays out of the user's terminal,
     # and botocore's and distributed's too (fmprep.logs) unless -v or FMPREP_VERBOSE=1.
-    from .logs import configure_libraries, verbose_from_env
+    from .logs import StderrHandler, configure_libraries, verbose_from_env
 
     logger = logging.getLogger("fmprep")
     if not logger.handlers:
-        handler = _StderrHandler()
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("fmprep: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
-    if verbose is None:
-        verbose = _VERBOSE["set"] or verbose_from_env()
-    _VERBOSE["set"] = False
-    configure_libraries(verbose, handler=True)
+    configure_libraries(verbose or verbose_from_env(), handler=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         ns = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, or the parser's one-line error
         return done.code if isinstance(done.code, int) else 2 if done.code else 0
-    _setup_logging(ns.quiet)
+    _setup_logging(ns.quiet, getattr(ns, "verbose", False))
     from .sources import quiet_undecodable_rows
 
     try:

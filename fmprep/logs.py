@@ -31,7 +31,7 @@ def verbose_from_env() -> bool:
     return os.environ.get("FMPREP_VERBOSE", "").strip().lower() not in ("", "0", "false", "no")
 
 
-class _Stderr(logging.StreamHandler):
+class StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
 
     @property
@@ -78,9 +78,9 @@ def configure_libraries(verbose: bool, handler: bool = False) -> None:
         if verbose:
             logger.addFilter(_RetriesOnly())
     root = logging.getLogger()
-    ours = [h for h in root.handlers if isinstance(h, _Stderr)]
+    ours = [h for h in root.handlers if isinstance(h, StderrHandler)]
     if verbose and handler and not ours:
-        printer = _Stderr()
+        printer = StderrHandler()
         printer.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         printer.addFilter(_NotFmprep())
         root.addHandler(printer)

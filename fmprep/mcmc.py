@@ -61,7 +61,7 @@ import numba
 import numpy as np
 
 from .errors import FmprepError
-from .fm import FMModel
+from .fm import FMModel, _row_output
 
 __all__ = ["train_mcmc", "groups_for", "latest_per_user_split", "stack_samples",
            "MCMC_DEFAULTS", "GROUP_NAMES"]
@@ -127,25 +127,9 @@ def _residuals(indptr, indices, values, y, w0, w, V, e, q):
 @numba.njit(cache=True)
 def _predict(indptr, indices, values, w0, w, V, out):
     """FM output of every CSR row into ``out`` (float64 throughout)."""
-    n = indptr.size - 1
-    k = V.shape[1]
-    acc = np.empty(k)
-    for r in range(n):
-        acc[:] = 0.0
-        lin = w0
-        sq = 0.0
-        for p in range(indptr[r], indptr[r + 1]):
-            c = indices[p]
-            x = values[p]
-            lin += w[c] * x
-            for f in range(k):
-                vx = V[c, f] * x
-                acc[f] += vx
-                sq += vx * vx
-        inter = 0.0
-        for f in range(k):
-            inter += acc[f] * acc[f]
-        out[r] = lin + 0.5 * (inter - sq)
+    acc = np.empty(V.shape[1])
+    for r in range(indptr.size - 1):
+        out[r] = _row_output(indices, values, indptr[r], indptr[r + 1], w0, w, V, acc)
 
 
 @numba.njit(cache=True)
