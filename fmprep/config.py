@@ -171,6 +171,13 @@ FM_OPTIONAL = (
 # sampler models ratings, not 0/1 labels) or a setting only SGD reads is given (EPOCHS=,
 # NUM_FACTORS=, a learning rate...: the user means SGD). The mcmc_* options are the sampler's; its
 # model has mcmc_rank * mcmc_keep factors (defaults chosen on validation rows, fmprep.mcmc).
+#
+# ``early_stopping*`` (SGD only, so giving one makes ``auto`` choose sgd; on by default): ``epochs``
+# becomes a limit. Each customer's latest TRAIN review
+# is held out (never a test row); training stops once the validation metric (RMSE, or
+# cross-entropy for binary_classifier) has not improved by more than ``early_stopping_tolerance``
+# for ``early_stopping_patience`` epochs, and the model is refitted on every train row for the
+# best epoch count (fmprep.fm.train, which records the figures that chose this).
 FM_LOCAL_OPTIONS = {
     "seed": 0,
     "binary_threshold": None,
@@ -180,14 +187,18 @@ FM_LOCAL_OPTIONS = {
     "mcmc_burn_in": 50,
     "mcmc_keep": 32,
     "mcmc_init_std": 0.5,
+    "early_stopping": True,
+    "early_stopping_patience": 3,
+    "early_stopping_tolerance": 0.0,
 }
-# Recommended settings for the LOCAL trainer only (BACKEND=local; SageMaker jobs keep
-# FM_DEFAULTS): with Adam, SageMaker's learning rates barely move the weights in 3 epochs
-# (fmprep.fm docstring). Chosen on fmprep.sample data at 20 k and 1 M rows prepped with
-# DAYS_SCALE=years (benchmarks/bench_fm.py). The weight decays depend on the data size:
-# linear_wd = FM_LOCAL_L2["linear"] / train_rows and factors_wd = FM_LOCAL_L2["factors"] /
-# train_rows (L2 penalties in least-squares units, like the biases baseline's reg=5);
-# fmprep.fm.recommended_hyperparameters(train_rows) returns the whole set.
+# Recommended settings for the SGD solver: with Adam, SageMaker's learning rates barely move the
+# weights in 3 epochs (fmprep.fm docstring). A SageMaker job gets them (without ``solver``) for
+# every name the user leaves unset: fmprep.fm.sagemaker_default_hyperparameters. Chosen on
+# fmprep.sample data at 20 k and 1 M rows prepped with DAYS_SCALE=years (benchmarks/bench_fm.py).
+# The weight decays depend on the data size: linear_wd = FM_LOCAL_L2["linear"] / train_rows and
+# factors_wd = FM_LOCAL_L2["factors"] / train_rows (L2 penalties in least-squares units, like
+# the biases baseline's reg=5); fmprep.fm.recommended_hyperparameters(train_rows) returns the
+# whole set.
 FM_LOCAL_RECOMMENDED = {
     "solver": "sgd",
     "num_factors": 8,

@@ -8,11 +8,14 @@ What was created is recorded in ``OUTPUT/sagemaker.json`` beside the manifest::
 
     {"region": …,
      "training_job": {"name", "arn", "status", "image_uri", "instance_type", "instance_count",
-                      "hyperparameters", "model_artifact", "metrics"},
+                      "hyperparameters", "fmprep_defaults", "model_artifact", "metrics"},
      "endpoint": {"name", "endpoint_config", "model", "instance_type", "instance_count",
                   "image_uri", "model_artifact", "status"}}
 
 so that ``deploy`` finds the model artifact, and ``predict`` and ``undeploy`` find the endpoint.
+``hyperparameters`` is what the job was sent: the user's settings, and for every SGD setting
+the user left unset fmprep's SageMaker default (``fmprep.fm.sagemaker_default_hyperparameters``),
+whose names ``fmprep_defaults`` lists.
 """
 
 from __future__ import annotations
@@ -189,8 +192,15 @@ def train(output: str, role: str, hyperparameters: dict,
     role : str
         ARN of the IAM role the job runs as.
     hyperparameters : dict
-        FM hyperparameters (validated with :func:`fmprep.fm.validate_hyperparameters`;
-        ``feature_dim`` comes from the manifest). Sent as strings.
+        The FM hyperparameters the user set (None values count as unset); ``feature_dim``
+        comes from the manifest. Every SGD setting left unset gets fmprep's SageMaker default
+        (:func:`fmprep.fm.sagemaker_default_hyperparameters`: fmprep's recommended SGD settings
+        for the train rows, not SageMaker's own defaults, which barely move the model in 3
+        epochs); a user's value always wins. Validated with
+        :func:`fmprep.fm.validate_hyperparameters` and sent as strings, without fmprep's
+        local-only options (``seed``, ``solver``, ``mcmc_*``, ``early_stopping*`` ...). Pass
+        only what the user set: a dict already filled with every default leaves nothing for
+        fmprep's defaults to fill.
     instance_type, instance_count : str, int
         Training instances (default: the reference's 4 × ml.c5.2xlarge).
     image_uri : str, optional
@@ -211,7 +221,8 @@ def train(output: str, role: str, hyperparameters: dict,
     Returns
     -------
     dict
-        The ``training_job`` entry written to ``OUTPUT/sagemaker.json``.
+        The ``training_job`` entry written to ``OUTPUT/sagemaker.json``: ``hyperparameters``
+        is what was sent, ``fmprep_defaults`` the names among them whose value fmprep chose.
 
     Raises
     ------
@@ -219,7 +230,8 @@ def train(output: str, role: str, hyperparameters: dict,
         For OUTPUT not on S3, a missing role or credentials, invalid hyperparameters, a rejected
         request, or a job that ends Failed or Stopped.
     """
-    from .fm import sagemaker_hyperparameters, validate_hyperparameters
+    from .fm import (sagemaker_default_hyperparameters, sagemaker_hyperparameters,
+                     validate_hyperparameters)
 
     _check_output(output)
     _check_role(role)
@@ -229,7 +241,11 @@ def train(output: str, role: str, hyperparameters: dict,
     manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
     if manifest is None:
         raise FmprepError(f"no {MANIFEST} in {output}; run make data with OUTPUT={output} first")
-    hp = sagemaker_hyperparameters(validate_hyperparameters(hyperparameters,
+    given = {k: v for k, v in dict(hyperparameters or {}).items() if v is not None}
+    # Unset SGD settings get values that train in SageMaker's FM, not its own defaults.
+    defaults = {k: v for k, v in sagemaker_default_hyperparameters(
+        int(manifest["channels"]["train"]["rows"])).items() if k not in given}
+    hp = sagemaker_hyperparameters(validate_hyperparameters({**defaults, **given},
                                                             manifest["feature_dim"]))
     n_shards = len(manifest["channels"]["train"]["shards"])
     if n_shards < instance_count:
@@ -248,10 +264,14 @@ def train(output: str, role: str, hyperparameters: dict,
                         "VolumeSizeInGB": config.TRAIN_VOLUME_GB},
         StoppingCondition={"MaxRuntimeInSeconds": config.TRAIN_MAX_RUNTIME_S})
     echo(f"training job {name} created ({instance_count} × {instance_type}, {region})")
+    if defaults:
+        echo("fmprep's SageMaker defaults: " + ", ".join(f"{k}={hp[k]}" for k in defaults)
+             + " (set any of them to override)")
     job = {"name": name, "arn": created["TrainingJobArn"], "status": "InProgress",
            "image_uri": image, "instance_type": instance_type,
            "instance_count": int(instance_count), "hyperparameters": hp,
-           "model_artifact": None, "metrics": {}, "data": data_stamp(manifest)}
+           "fmprep_defaults": sorted(defaults), "model_artifact": None, "metrics": {},
+           "data": data_stamp(manifest)}
     record = read_record(output, storage_options)
     record.update(region=region, training_job=job)
     _write_record(output, record, storage_options)  # a crash while waiting still names the job

@@ -196,7 +196,8 @@ def cmd_train(ns) -> None:
         if local_only:
             log.warning("not sent to SageMaker (local trainer options): %s",
                         ", ".join(local_only))
-        sagemaker.train(ns.output, ns.role, hp,
+        # What the user set, not the validated hp: unset names get fmprep's SageMaker defaults.
+        sagemaker.train(ns.output, ns.role, given,
                         instance_type=ns.instance_type or config.TRAIN_INSTANCE_TYPE,
                         instance_count=ns.instance_count or config.TRAIN_INSTANCE_COUNT,
                         image_uri=ns.image_uri, wait=not ns.no_wait, region=ns.region)

@@ -15,9 +15,10 @@ from fmprep.fm import FMModel
 from fmprep.recordio import SparseRecords, decode_records, encode_fm_rows
 
 # Learning rates that fit small data; SageMaker's defaults need far more updates (fm docstring).
+# Early stopping off: these tests are about the optimizer over a fixed number of epochs.
 FAST = {"num_factors": 8, "epochs": 25, "mini_batch_size": 50, "bias_lr": 0.05, "bias_wd": 0,
         "linear_lr": 0.02, "linear_wd": 1e-4, "factors_lr": 0.01, "factors_wd": 1e-4,
-        "factors_init_sigma": 0.1, "seed": 1}
+        "factors_init_sigma": 0.1, "seed": 1, "early_stopping": False}
 
 
 def low_rank(n_users=150, n_items=60, per_user=30, rank=3, seed=0):
@@ -90,6 +91,11 @@ def test_feature_dim_comes_from_the_data_and_must_match():
     ("factors_init_method", "xavier", "use one of normal, uniform, constant"),
     ("eps", 0, "it must be > 0"),
     ("bias_wd", "nan", "must be finite"),
+    ("early_stopping", "maybe",
+     "early_stopping='maybe' is not true or false; pass e.g. early_stopping=false"),
+    ("early_stopping", 2, "is not true or false"),
+    ("early_stopping_patience", 0, "early_stopping_patience=0 is out of range; it must be >= 1"),
+    ("early_stopping_tolerance", -0.1, "it must be >= 0"),
 ])
 def test_bad_values_are_rejected_with_one_line(name, value, message):
     with pytest.raises(FmprepError, match=message) as err:
@@ -113,6 +119,26 @@ def test_sagemaker_form_drops_local_options_and_unset_values():
     assert sm["feature_dim"] == "10" and sm["eps"] == "1e-06" and sm["num_factors"] == "256"
     assert "seed" not in sm and "binary_threshold" not in sm and "clip_gradient" not in sm
     assert all(isinstance(v, str) for v in sm.values())
+    local = fm.validate_hyperparameters({"feature_dim": 10, "solver": "sgd",
+                                         "early_stopping": "off", "early_stopping_patience": 4,
+                                         "early_stopping_tolerance": 0.01, "mcmc_rank": 2})
+    assert not set(fm.sagemaker_hyperparameters(local)) & set(FM_LOCAL_OPTIONS)
+
+
+@pytest.mark.parametrize("raw, value", [("true", True), (" Off ", False), ("1", True),
+                                        (0, False), (True, True), ("no", False)])
+def test_early_stopping_flag_accepts_the_usual_spellings(raw, value):
+    hp = fm.validate_hyperparameters({"feature_dim": 10, "early_stopping": raw})
+    assert hp["early_stopping"] is value
+
+
+def test_early_stopping_options_mean_sgd_and_default_on():
+    hp = fm.validate_hyperparameters({"feature_dim": 10})
+    assert hp["solver"] == "mcmc" and hp["early_stopping"] is True
+    assert hp["early_stopping_patience"] == FM_LOCAL_OPTIONS["early_stopping_patience"]
+    for name, value in (("early_stopping", "false"), ("early_stopping_patience", 5),
+                        ("early_stopping_tolerance", 0.001)):
+        assert fm.validate_hyperparameters({"feature_dim": 10, name: value})["solver"] == "sgd"
 
 
 # --- the model ---------------------------------------------------------------------------------
@@ -185,6 +211,115 @@ def test_training_is_reproducible_with_a_seed():
     np.testing.assert_array_equal(a.V, b.V)
 
 
+# --- early stopping ----------------------------------------------------------------------------
+
+# Fast learning rates on little data: the validation RMSE bottoms out within a few epochs.
+STOPPING = {**FAST, "epochs": 200, "early_stopping": True, "early_stopping_patience": 2}
+
+
+def rows_of(records):
+    """Each row as a hashable (indices, values, label) tuple."""
+    return [(tuple(records.indices[a:b]), tuple(records.values[a:b]), float(records.labels[r]))
+            for r, (a, b) in enumerate(zip(records.indptr[:-1], records.indptr[1:]))]
+
+
+def test_early_stopping_holds_out_train_rows_only(monkeypatch):
+    train, test, _ = low_rank(n_users=60, per_user=12)
+    calls = []
+    real = fm._sgd
+
+    def spy(records, y, hp, epochs, test=None, valid=None, progress=None):
+        calls.append((records, valid, test))
+        return real(records, y, hp, epochs, test, valid, progress)
+
+    monkeypatch.setattr(fm, "_sgd", spy)
+    _, metrics = fm.train(train, test, STOPPING)
+    (fit, (valid, _), scored), (refit, no_valid, _) = calls
+    fit_rows, valid_rows = rows_of(fit), rows_of(valid)
+    train_rows, test_rows = rows_of(train), rows_of(test)
+    # Validation: one row per customer (all have 12), each their latest train row.
+    assert len(valid_rows) == 60 and not set(valid_rows) & set(fit_rows)
+    assert sorted(fit_rows + valid_rows) == sorted(train_rows)
+    assert not set(valid_rows) & set(test_rows) and not set(fit_rows) & set(test_rows)
+    users, days = valid.indices[valid.indptr[:-1]], valid.values[valid.indptr[1:] - 1]
+    for u, d in zip(users, days):
+        mine = train.indptr[:-1][train.indices[train.indptr[:-1]] == u]
+        assert d == train.values[mine + 2].max()
+    # The test channel is only scored; the refit sees every train row and no validation.
+    assert scored[0] is test and rows_of(refit) == train_rows and no_valid is None
+    assert metrics["early_stopping"]["fit_rows"] == len(fit_rows)
+    assert metrics["early_stopping"]["valid_rows"] == 60
+
+
+def test_test_rows_never_steer_early_stopping():
+    train, test, _ = low_rank(n_users=60, per_user=12)
+    scrambled = test._replace(labels=np.random.default_rng(5).permutation(test.labels[::-1]))
+    a, ma = fm.train(train, test, STOPPING)
+    b, mb = fm.train(train, scrambled, STOPPING)
+    c, mc = fm.train(train, None, STOPPING)
+    assert ma["best_epoch"] == mb["best_epoch"] == mc["best_epoch"]
+    np.testing.assert_array_equal(a.V, b.V)
+    np.testing.assert_array_equal(a.V, c.V)
+
+
+@pytest.mark.parametrize("predictor, patience", [("regressor", 1), ("regressor", 2),
+                                                 ("binary_classifier", 2)])
+def test_early_stopping_stops_before_the_limit(predictor, patience):
+    train, test, _ = low_rank(n_users=60, per_user=12)
+    hp = {**STOPPING, "early_stopping_patience": patience, "predictor_type": predictor,
+          **({"binary_threshold": 4} if predictor == "binary_classifier" else {})}
+    seen = []
+    model, metrics = fm.train(train, test, hp, progress=seen.append)
+    run, best = metrics["epochs_run"], metrics["best_epoch"]
+    assert metrics["stopped_early"] is True and 1 <= best < run < hp["epochs"]
+    assert run == best + patience == len(metrics["epochs"])
+    name = metrics["early_stopping"]["metric"]
+    assert name == ("valid:rmse" if predictor == "regressor"
+                    else "valid:binary_classification_cross_entropy")
+    curve = [e[name] for e in metrics["epochs"]]
+    assert curve[best - 1] == min(curve) == metrics["early_stopping"]["best"]
+    # The returned model is the refit on every train row for the best epoch count.
+    refit = metrics["early_stopping"]["refit"]
+    assert [e["epoch"] for e in refit] == list(range(1, best + 1))
+    assert len(seen) == run + best
+    alone, _ = fm.train(train, None, {**hp, "epochs": best, "early_stopping": False})
+    np.testing.assert_array_equal(model.V, alone.V)
+    assert metrics["final"] == {k: v for k, v in refit[-1].items() if k.startswith("test:")}
+
+
+def test_early_stopping_is_reproducible_with_a_seed():
+    train, test, _ = low_rank(n_users=60, per_user=12)
+    a, ma = fm.train(train, test, STOPPING)
+    b, mb = fm.train(train, test, STOPPING)
+    assert a.w0 == b.w0
+    np.testing.assert_array_equal(a.w, b.w)
+    np.testing.assert_array_equal(a.V, b.V)
+    drop = ("seconds",)
+    assert [{k: v for k, v in e.items() if k not in drop} for e in ma["epochs"]] == \
+        [{k: v for k, v in e.items() if k not in drop} for e in mb["epochs"]]
+    c, _ = fm.train(train, test, {**STOPPING, "seed": 2})
+    assert not np.array_equal(a.V, c.V)
+
+
+def test_without_early_stopping_every_epoch_runs():
+    train, test, _ = low_rank(n_users=60, per_user=12)
+    _, metrics = fm.train(train, test, {**STOPPING, "epochs": 12, "early_stopping": "false"})
+    assert metrics["epochs_run"] == len(metrics["epochs"]) == 12
+    assert metrics["best_epoch"] is None and metrics["stopped_early"] is False
+    assert metrics["early_stopping"] is None
+    assert all(not k.startswith("valid:") for e in metrics["epochs"] for k in e)
+
+
+def test_early_stopping_without_repeat_customers_runs_every_epoch():
+    # One row per customer: nothing to hold out, so all epochs run, with a warning.
+    from fmprep.mcmc import latest_per_user_split
+
+    _, single = latest_per_user_split(low_rank(n_users=60, per_user=12)[0])
+    _, metrics = fm.train(single, None, {**STOPPING, "epochs": 3})
+    assert metrics["epochs_run"] == 3 and metrics["best_epoch"] is None
+    assert "early stopping skipped" in metrics["warnings"][-1]
+
+
 def test_binary_classifier_metrics_are_in_range():
     train, test, _ = low_rank()
     hp = {**FAST, "predictor_type": "binary_classifier", "binary_threshold": 4, "epochs": 10}
@@ -213,7 +348,7 @@ def test_weight_decay_is_the_mean_loss_penalty_for_rare_and_frequent_features():
     hp = {"num_factors": 1, "factors_lr": 0, "factors_init_sigma": 0, "bias_lr": 0,
           "bias_init_method": "constant", "bias_init_value": 0, "linear_init_sigma": 0,
           "linear_lr": 0.002, "linear_wd": l2 / n, "epochs": 300, "mini_batch_size": 20}
-    model, _ = fm.train(records, None, hp)
+    model, _ = fm.train(records, None, {**hp, "early_stopping": False})
     np.testing.assert_allclose(model.w, counts / (counts + l2), atol=0.02)
 
 
@@ -237,6 +372,17 @@ def test_recommended_hyperparameters_scale_weight_decay_with_the_rows():
     fm.validate_hyperparameters(small, feature_dim=10)
     with pytest.raises(FmprepError, match="positive integer"):
         fm.recommended_hyperparameters(0)
+
+
+def test_sagemaker_default_hyperparameters_are_the_recommended_sgd_settings():
+    sent = fm.sagemaker_default_hyperparameters(71_188)
+    recommended = fm.recommended_hyperparameters(71_188)
+    assert sent == {k: v for k, v in recommended.items() if k != "solver"}
+    assert set(sent) <= set(FM_DEFAULTS) | set(FM_OPTIONAL)  # SageMaker's names only
+    assert fm.sagemaker_hyperparameters(fm.validate_hyperparameters(sent, 10)).keys() >= \
+        sent.keys()
+    with pytest.raises(FmprepError, match="positive integer"):
+        fm.sagemaker_default_hyperparameters(0)
 
 
 def test_sagemaker_defaults_do_not_diverge_on_raw_days():
@@ -276,6 +422,8 @@ def test_train_from_output_reads_shards_and_writes_model_and_metrics(tmp_path):
     assert metrics["train_rows"] == 500 and metrics["test_rows"] == 50
     saved = json.loads((model_dir / "metrics.json").read_text())
     assert [e["epoch"] for e in saved["epochs"]] == [1, 2, 3]
+    assert saved["epochs_run"] == 3 and saved["best_epoch"] is None
+    assert saved["stopped_early"] is False and saved["early_stopping"] is None
     assert saved["final"]["test:rmse"] == pytest.approx(metrics["final"]["test:rmse"])
     assert saved["hyperparameters"]["feature_dim"] == feature_dim
     model = FMModel.load(str(model_dir))
@@ -285,6 +433,20 @@ def test_train_from_output_reads_shards_and_writes_model_and_metrics(tmp_path):
         fm.train_from_output(str(out), str(model_dir), {"feature_dim": feature_dim + 1})
     with pytest.raises(FmprepError, match="run make data first"):
         fm.train_from_output(str(tmp_path / "nowhere"), str(model_dir), {})
+
+
+def test_train_from_output_records_early_stopping(tmp_path):
+    train, test, feature_dim = low_rank(n_users=50, per_user=10)
+    out, model_dir = tmp_path / "out", tmp_path / "model"
+    write_output(out, train, test, feature_dim)
+    metrics = fm.train_from_output(str(out), str(model_dir),
+                                   {k: str(v) for k, v in STOPPING.items()})
+    saved = json.loads((model_dir / "metrics.json").read_text())
+    assert saved["stopped_early"] is True and saved["solver"] == "sgd"
+    assert saved["best_epoch"] < saved["epochs_run"] < STOPPING["epochs"]
+    assert saved["early_stopping"]["valid_rows"] == 50
+    assert saved["final"]["test:rmse"] == pytest.approx(metrics["final"]["test:rmse"])
+    assert FMModel.load(str(model_dir)).hyperparameters["early_stopping"] is True
 
 
 def test_recommended_settings_beat_the_biases_baseline_on_the_generated_sample(tmp_path):

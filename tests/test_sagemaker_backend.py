@@ -15,7 +15,7 @@ import boto3
 import pytest
 import requests
 
-from fmprep import config, recordio, sagemaker, storage
+from fmprep import config, fm, recordio, sagemaker, storage
 from fmprep.errors import FmprepError
 from fmprep.serve import sparse_json_body
 
@@ -103,7 +103,8 @@ def test_train_sends_the_reference_job(output, sm):
     hp = desc["HyperParameters"]
     assert all(isinstance(v, str) for v in hp.values())
     assert hp["feature_dim"] == str(F) and hp["epochs"] == "2" and hp["num_factors"] == "8"
-    assert hp["predictor_type"] == "regressor" and hp["mini_batch_size"] == "1000"
+    # Unset: fmprep's SageMaker defaults (test_train_sends_fmprep_defaults_when_nothing_is_set).
+    assert hp["predictor_type"] == "regressor" and hp["mini_batch_size"] == "100"
 
     record = _record()
     assert record["region"] == "us-east-1"
@@ -112,6 +113,48 @@ def test_train_sends_the_reference_job(output, sm):
     assert job["model_artifact"] == f"{OUTPUT}/model/{job['name']}/output/model.tar.gz"
     assert job["metrics"] == {"train:progress": 100.0}  # moto's canned final metric
     assert any("train:progress = 100" in line for line in lines)
+
+
+def _expected_defaults():
+    """fmprep's SageMaker defaults for the fixture's 4 train rows, as strings."""
+    return {k: str(v) for k, v in fm.sagemaker_default_hyperparameters(4).items()}
+
+
+def test_train_sends_fmprep_defaults_when_nothing_is_set(output, sm):
+    lines = []
+    job = _train(hyperparameters={}, echo=lines.append)
+    sent = sm.describe_training_job(TrainingJobName=job["name"])["HyperParameters"]
+    defaults = _expected_defaults()
+    assert defaults.items() <= sent.items()
+    assert sent["linear_lr"] == "0.03" and sent["epochs"] == "10" and sent["num_factors"] == "8"
+    assert sent["linear_wd"] == str(config.FM_LOCAL_L2["linear"] / 4)
+    # Every other name: SageMaker's own default (stated, so the job record is complete).
+    others = {k: str(v) for k, v in config.FM_DEFAULTS.items() if k not in defaults}
+    assert sent == {"feature_dim": str(F), **others, **defaults}
+    assert not set(sent) & set(config.FM_LOCAL_OPTIONS)
+    assert all(isinstance(v, str) for v in sent.values())
+    record = _record()["training_job"]
+    assert record["hyperparameters"] == sent
+    assert record["fmprep_defaults"] == sorted(defaults)
+    assert any(line.startswith("fmprep's SageMaker defaults: ") and "linear_lr=0.03" in line
+               for line in lines)
+
+
+def test_user_settings_win_over_fmprep_defaults(output, sm):
+    given = {"epochs": "7", "linear_lr": 0.005, "mini_batch_size": 1000, "factors_wd": None,
+             "seed": 4, "solver": "sgd", "early_stopping": "false",
+             "early_stopping_patience": 2, "mcmc_rank": 3}
+    job = _train(hyperparameters=given)
+    sent = sm.describe_training_job(TrainingJobName=job["name"])["HyperParameters"]
+    # mini_batch_size=1000 is SageMaker's default, but the user set it: it is sent as given.
+    assert sent["epochs"] == "7" and sent["linear_lr"] == "0.005"
+    assert sent["mini_batch_size"] == "1000"
+    defaults = _expected_defaults()
+    assert sent["factors_wd"] == defaults["factors_wd"]  # None means unset
+    assert sent["num_factors"] == defaults["num_factors"]
+    assert not set(sent) & set(config.FM_LOCAL_OPTIONS)
+    assert _record()["training_job"]["fmprep_defaults"] == \
+        sorted(set(defaults) - {"epochs", "linear_lr", "mini_batch_size"})
 
 
 def test_train_options_reach_the_job(output, sm):
