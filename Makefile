@@ -39,7 +39,7 @@ help: ## list every target with one line each
 	@echo "             ROWS SEED LAYOUT"
 	@echo "  bench:      BENCH_SIZES SKIP_REFERENCE_ABOVE BENCH_CAPPED_ROWS"
 	@echo "  train/serve: BACKEND ROLE REGION INSTANCE_TYPE INSTANCE_COUNT IMAGE_URI EPOCHS NUM_FACTORS"
-	@echo "             PREDICTOR_TYPE MINI_BATCH_SIZE HP PORT CUSTOMER PRODUCT DATE"
+	@echo "             PREDICTOR_TYPE MINI_BATCH_SIZE HP PORT CUSTOMER PRODUCT DATE K ARTIFACT"
 	@echo "examples:"
 	@echo "  make data SOURCE='s3://bucket/reviews/*.tsv.gz' WORK=s3://bucket/work OUTPUT=s3://bucket/fm"
 	@echo "  make data MIN_CUSTOMER_RATINGS=3 FILTER_MODE=kcore DAYS_SCALE=years TRAIN_SHARDS=40"
@@ -84,7 +84,7 @@ HP_ARGS = $(call opt,EPOCHS,--epochs) $(call opt,NUM_FACTORS,--num-factors) \
           $(call opt,PREDICTOR_TYPE,--predictor-type) \
           $(call opt,MINI_BATCH_SIZE,--mini-batch-size) $(foreach h,$(HP),--hp '$(h)')
 
-.PHONY: train deploy predict undeploy evaluate
+.PHONY: train deploy predict undeploy evaluate recommend import-model
 
 train: $(STAMP) ## train FM: BACKEND=local (default) | sagemaker (ROLE=arn:…, OUTPUT=s3://…)
 	$(TD) train $(TD_ARGS) $(AWS_ARGS) $(HP_ARGS)
@@ -102,6 +102,15 @@ undeploy: $(STAMP) ## stop the local server, or delete the SageMaker endpoint, i
 
 evaluate: $(STAMP) ## the model vs train mean, biases and popularity: OUTPUT/model/evaluation.json
 	$(TD) evaluate $(TD_ARGS)
+
+recommend: $(STAMP) ## top K (K=10) products per customer → OUTPUT/recommendations/; CUSTOMER=… prints one list
+	$(TD) recommend $(TD_ARGS) $(call opt,K,--k) $(if $(CUSTOMER),--customer '$(CUSTOMER)') \
+	    $(if $(filter command line environment,$(origin WORK)),--work '$(WORK)') \
+	    $(call opt,SCHEDULER,--scheduler)
+
+import-model: $(STAMP) ## SageMaker FM model.tar.gz → OUTPUT/model: ARTIFACT=s3://… (default: the SageMaker job's)
+	$(TD) import-model $(TD_ARGS) $(call opt,ARTIFACT,--artifact) \
+	    $(call opt,PREDICTOR_TYPE,--predictor-type)
 
 BENCH_SIZES ?= 100000,1000000,4000000
 BENCH_CAPPED_ROWS ?= 10000000

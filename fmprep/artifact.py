@@ -400,3 +400,80 @@ def load_fm_artifact(url: str, storage_options: dict | None = None,
                           "or rerun make data with the settings the artifact was trained on")
     return FMModel(w0=w0, w=w, V=V, predictor_type=shown or predictor_type or "regressor",
                    hyperparameters={})
+
+
+def import_model(output: str, artifact: str | None = None, model_dir: str | None = None,
+                 predictor_type: str | None = None,
+                 storage_options: dict | None = None) -> dict:
+    """``make import-model``: a SageMaker FM artifact → fmprep's model files in ``model_dir``.
+
+    Parameters
+    ----------
+    output : str
+        OUTPUT of make data; its manifest gives the feature_dim the artifact must have.
+    artifact : str, optional
+        ``model.tar.gz`` (path or s3:// URL). Default: the artifact of the completed training
+        job recorded in ``OUTPUT/sagemaker.json`` (``make train BACKEND=sagemaker``), which must
+        have been trained on OUTPUT's current data.
+    model_dir : str, optional
+        Where the model goes (default ``OUTPUT/model``), replacing the model fmprep wrote there.
+    predictor_type : str, optional
+        When the artifact's ``symbol.json`` does not say.
+    storage_options : dict, optional
+        fsspec options.
+
+    Returns
+    -------
+    dict
+        ``model_dir``, ``artifact``, ``feature_dim``, ``num_factors``, ``predictor_type`` and,
+        for a regressor, ``evaluation`` (:func:`fmprep.fm.write_evaluation`'s result).
+
+    Raises
+    ------
+    FmprepError
+        Without an artifact to import, for a damaged artifact, or a feature_dim mismatch.
+    """
+    from . import config, fm
+    from .freshness import check_model, data_stamp, read_manifest
+
+    manifest = read_manifest(output, storage_options)
+    if artifact is None:
+        record = storage.read_json(storage.join(output, config.SAGEMAKER_RECORD),
+                                   storage_options) or {}
+        job = record.get("training_job") or {}
+        if job.get("status") != "Completed" or not job.get("model_artifact"):
+            raise FmprepError(f"no completed SageMaker training job recorded in "
+                              f"{storage.join(output, config.SAGEMAKER_RECORD)}; pass "
+                              "ARTIFACT=<model.tar.gz path or s3:// URI> or run make train "
+                              "BACKEND=sagemaker first")
+        artifact = job["model_artifact"]
+        check_model({"data": job.get("data")}, manifest,
+                    f"training job {job.get('name')} ({artifact})")
+        job_name = job.get("name")
+    else:
+        job_name = None
+    model = load_fm_artifact(artifact, storage_options, predictor_type,
+                             expected_feature_dim=int(manifest["feature_dim"]))
+    model.hyperparameters = {"imported_from": artifact, "training_job": job_name,
+                             "feature_dim": model.feature_dim,
+                             "num_factors": model.num_factors,
+                             "predictor_type": model.predictor_type}
+    model_dir = model_dir or storage.join(output, config.LOCAL_MODEL_DIR)
+    model.save(model_dir, storage_options, data=data_stamp(manifest))
+    result = {"model_dir": model_dir, "artifact": artifact, "feature_dim": model.feature_dim,
+              "num_factors": model.num_factors, "predictor_type": model.predictor_type}
+    if model.predictor_type == "regressor":
+        from .ranking import ranking_model_for
+
+        train = fm.read_channel(output, manifest, "train", storage_options)
+        test = fm.read_channel(output, manifest, "test", storage_options)
+        recommender = ranking_model_for(output, manifest, model_dir, storage_options, train)
+        result["evaluation"] = fm.write_evaluation(model, train, test, manifest, model_dir,
+                                                   storage_options, recommender)
+    # metrics.json of an earlier local model would describe another model: replace it.
+    storage.write_json(storage.join(model_dir, "metrics.json"),
+                       {"imported_from": artifact, "training_job": job_name,
+                        "final": ({"test:rmse": result["evaluation"]["rating"]["model"]["rmse"]}
+                                  if "evaluation" in result else {})},
+                       storage_options)
+    return result

@@ -114,7 +114,8 @@ def item_scores(model, users, days, num_users: int, num_items: int) -> np.ndarra
     return scores
 
 
-def rank_metrics(score_fn, test_user, test_item, train_items_of, num_users: int, k: int = TOP_K):
+def rank_metrics(score_fn, test_user, test_item, train_items_of, num_users: int, k: int = TOP_K,
+                 per_customer: bool = False):
     """HR@k and NDCG@k of full rankings over the products each customer did not rate in train.
 
     Parameters
@@ -129,6 +130,8 @@ def rank_metrics(score_fn, test_user, test_item, train_items_of, num_users: int,
         Offset of item ids (item columns start at num_users).
     k : int
         Cut-off.
+    per_customer : bool
+        Also return each customer's hit (bool array) as ``hits``.
 
     Returns
     -------
@@ -140,26 +143,53 @@ def rank_metrics(score_fn, test_user, test_item, train_items_of, num_users: int,
     Ties count against the test product (it is ranked after every product with an equal
     score), so a constant scorer cannot look good.
     """
-    hits, gains = [], []
+    ranks = []
     for start in range(0, test_user.size, _BATCH):
         rows = np.arange(start, min(start + _BATCH, test_user.size))
-        scores = score_fn(rows)
-        target = test_item[rows] - num_users
-        own = scores[np.arange(rows.size), target]
-        seen = train_items_of[test_user[rows]]
-        better = scores >= own[:, None]
-        better[np.arange(rows.size), target] = False
-        # Products rated in train are not candidates: take them out of the count.
-        seen_better = np.asarray(seen.multiply(better).sum(axis=1)).ravel()
-        rank = better.sum(axis=1) - seen_better  # products ranked before the test product
-        hits.append(rank < k)
-        gains.append(np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0))
-    hits, gains = np.concatenate(hits), np.concatenate(gains)
-    return {"hr": float(hits.mean()), "ndcg": float(gains.mean()), "customers": int(hits.size)}
+        ranks.append(target_ranks(score_fn(rows), test_item[rows] - num_users,
+                                  train_items_of[test_user[rows]]))
+    return hits_and_gains(np.concatenate(ranks), k, per_customer)
+
+
+def target_ranks(scores: np.ndarray, target: np.ndarray, seen_rows) -> np.ndarray:
+    """Products ranked before each row's target among those the customer did not rate.
+
+    Parameters
+    ----------
+    scores : numpy.ndarray, shape (n, num_items)
+    target : numpy.ndarray of int, shape (n,)
+        Each row's test product (0-based product index).
+    seen_rows : scipy.sparse.csr_matrix, shape (n, num_items)
+        Non-zero where the row's customer rated the product in train (not candidates).
+
+    Returns
+    -------
+    numpy.ndarray of int
+        0 when the target is ranked first; ties count against the target.
+    """
+    n = target.size
+    own = scores[np.arange(n), target]
+    better = scores >= own[:, None]
+    better[np.arange(n), target] = False
+    seen = seen_rows.tocoo()
+    seen_better = np.bincount(seen.row, weights=better[seen.row, seen.col], minlength=n)
+    return better.sum(axis=1) - seen_better.astype(np.int64)
+
+
+def hits_and_gains(ranks: np.ndarray, k: int, per_customer: bool = False) -> dict:
+    """HR@k and NDCG@k (``1 / log2(rank + 2)`` within the top k) of :func:`target_ranks`."""
+    hits = ranks < k
+    gains = np.where(hits, 1.0 / np.log2(ranks + 2.0), 0.0)
+    result = {"hr": float(hits.mean()) if hits.size else 0.0,
+              "ndcg": float(gains.mean()) if hits.size else 0.0, "customers": int(hits.size)}
+    if per_customer:
+        result["hits"] = hits
+    return result
 
 
 def evaluate(model, train, test, num_users: int, num_items: int, k: int = TOP_K,
-             max_ranked: int = MAX_RANKED_CUSTOMERS, seed: int = 0) -> dict:
+             max_ranked: int = MAX_RANKED_CUSTOMERS, seed: int = 0,
+             ranking_model=None) -> dict:
     """Rating and ranking metrics of ``model`` and of the baselines on the test rows.
 
     Parameters
@@ -175,6 +205,8 @@ def evaluate(model, train, test, num_users: int, num_items: int, k: int = TOP_K,
         Test customers ranked at most (a seeded sample beyond).
     seed : int
         Seeds that sample.
+    ranking_model : fmprep.fm.FMModel, optional
+        The model recommend ranks with (:mod:`fmprep.ranking`); ranked as ``recommender``.
 
     Returns
     -------
@@ -212,6 +244,10 @@ def evaluate(model, train, test, num_users: int, num_items: int, k: int = TOP_K,
         "popularity": rank_metrics(lambda b: np.broadcast_to(popularity, (b.size, num_items)),
                                    ru, ri, seen, num_users, k),
     }
+    if ranking_model is not None:
+        ranking["recommender"] = rank_metrics(
+            lambda b: item_scores(ranking_model, ru[b], rd[b], num_users, num_items),
+            ru, ri, seen, num_users, k)
     return {
         "format": "fmprep-evaluation/1",
         "test_rows": int(tr.size), "train_rows": int(r.size),
@@ -260,7 +296,11 @@ def evaluate_output(output: str, model_dir: str | None = None,
     if model.predictor_type != "regressor":
         raise FmprepError("evaluate scores ratings; this model is a binary_classifier (train a "
                           "regressor, the default, to evaluate it)")
+    from .ranking import ranking_model_for
+
     train = fm.read_channel(output, manifest, "train", storage_options)
     test = fm.read_channel(output, manifest, "test", storage_options)
-    return fm.write_evaluation(model, train, test, manifest, model_dir, storage_options)
+    recommender = ranking_model_for(output, manifest, model_dir, storage_options, train)
+    return fm.write_evaluation(model, train, test, manifest, model_dir, storage_options,
+                               recommender)
 

@@ -967,9 +967,10 @@ def train(train_records, test_records, hyperparameters, progress=None):
 
 
 def write_evaluation(model, train_records, test_records, manifest: dict, model_dir: str,
-                     storage_options: dict | None = None) -> dict:
-    """Evaluate ``model`` against the baselines (:mod:`fmprep.evaluate`) and write
-    ``evaluation.json`` beside it; regressors only (a classifier's scores are not ratings)."""
+                     storage_options: dict | None = None, ranking_model=None) -> dict:
+    """Evaluate ``model`` (and the ``ranking_model`` recommend uses, if given) against the
+    baselines (:mod:`fmprep.evaluate`) and write ``evaluation.json`` beside it; regressors only
+    (a classifier's scores are not ratings)."""
     from .evaluate import evaluate
 
     if model.predictor_type != "regressor":
@@ -979,14 +980,15 @@ def write_evaluation(model, train_records, test_records, manifest: dict, model_d
                     "are (num_users, num_items); write OUTPUT with make data")
         return {}
     result = evaluate(model, train_records, test_records, int(manifest["num_users"]),
-                      int(manifest["num_items"]))
+                      int(manifest["num_items"]), ranking_model=ranking_model)
     result["data"] = data_stamp(manifest)
     storage.write_json(storage.join(model_dir, "evaluation.json"), result, storage_options)
     r, k = result["ranking"], result["ranking"]["k"]
+    best = "recommender" if "recommender" in r else "model"
     log.info("evaluation: test rmse %.4f (biases only %.4f, train mean %.4f); HR@%d %.4f "
              "(popularity %.4f)", result["rating"]["model"]["rmse"],
              result["rating"]["biases"]["rmse"], result["rating"]["global_mean"]["rmse"], k,
-             r["model"][f"hr@{k}"], r["popularity"][f"hr@{k}"])
+             r[best][f"hr@{k}"], r["popularity"][f"hr@{k}"])
     return result
 
 
@@ -1118,7 +1120,13 @@ def train_from_output(output_dir: str, model_dir: str, hyperparameters: dict,
     else:
         model, metrics = train(train_records, test_records, hp, progress)
     model.save(model_dir, storage_options, data=data_stamp(manifest))
-    write_evaluation(model, train_records, test_records, manifest, model_dir, storage_options)
+    ranking_model = None
+    if hp["predictor_type"] == "regressor" and "num_users" in manifest:
+        from .ranking import fit_ranking_model
+        ranking_model = fit_ranking_model(train_records, manifest, model_dir, hp["seed"],
+                                          storage_options)
+    write_evaluation(model, train_records, test_records, manifest, model_dir, storage_options,
+                     ranking_model)
     metrics["read_seconds"] = read_seconds
     metrics["wall_seconds"] = time.perf_counter() - t0
     metrics["hyperparameters"] = hp

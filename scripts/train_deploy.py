@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "--predictor-type": "PREDICTOR_TYPE",
                      "--mini-batch-size": "MINI_BATCH_SIZE", "--port": "PORT",
                      "--customer": "CUSTOMER", "--product": "PRODUCT", "--date": "DATE",
-                     "--work": "WORK"}
+                     "--work": "WORK", "--k": "K", "--artifact": "ARTIFACT",
+                     "--model-dir": "MODEL_DIR", "--scheduler": "SCHEDULER"}
 
     def port(text: str) -> int:
         fix = f"use e.g. PORT={config.SERVE_PORT} (PORT=0: any free port)"
@@ -152,6 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
             "mean, biases-only and popularity baselines → OUTPUT/model/evaluation.json",
             "train_deploy.py evaluate")
     p.add_argument("--model-dir", help="model directory (default OUTPUT/model)")
+
+    p = add("recommend", "top K products per customer from the ranking model → "
+            "OUTPUT/recommendations/ (or one customer's list with --customer)",
+            "train_deploy.py recommend --k 10   |   train_deploy.py recommend --customer 10001")
+    p.add_argument("--k", type=whole_number("K", 10), default=10,
+                   help="products per customer (default %(default)s)")
+    p.add_argument("--customer", help="print this customer's list (customer_id as in the "
+                                      "source) instead of writing every customer's")
+    p.add_argument("--work", help="WORK directory with the id maps (default: the manifest's)")
+    p.add_argument("--model-dir", help="model directory (default OUTPUT/model)")
+    p.add_argument("--scheduler", help="Dask scheduler, as for make data (default: threads)")
+
+    p = add("import-model", "read a SageMaker FM model.tar.gz into OUTPUT/model (default: the "
+            "artifact of the SageMaker training job recorded in OUTPUT)",
+            "train_deploy.py import-model --artifact s3://bucket/job/output/model.tar.gz")
+    p.add_argument("--artifact", help="model.tar.gz path or s3:// URI")
+    p.add_argument("--model-dir", help="where the model goes (default OUTPUT/model)")
+    p.add_argument("--predictor-type", choices=("regressor", "binary_classifier"),
+                   help="when the artifact's symbol.json does not say")
     return parser
 
 
@@ -512,7 +532,9 @@ def cmd_evaluate(ns) -> None:
     rating, ranking, k = result["rating"], result["ranking"], result["ranking"]["k"]
     for name in ("model", "biases", "global_mean"):
         print(f"{name:12s} test RMSE {rating[name]['rmse']:.4f}  MAE {rating[name]['mae']:.4f}")
-    for name in ("model", "popularity"):
+    for name in ("recommender", "model", "popularity"):
+        if name not in ranking:
+            continue
         print(f"{name:12s} HR@{k} {ranking[name][f'hr@{k}']:.4f}  "
               f"NDCG@{k} {ranking[name][f'ndcg@{k}']:.4f}  ({ranking['customers']} customers)")
     try:
@@ -521,8 +543,36 @@ def cmd_evaluate(ns) -> None:
         log.warning("report not refreshed: %s", err)
 
 
+def cmd_recommend(ns) -> None:
+    from fmprep.recommend import recommend_customer, recommend_output
+
+    if ns.customer is None:
+        result = recommend_output(ns.output, ns.k, ns.work, ns.model_dir,
+                                  scheduler=ns.scheduler)
+        print(f"{result['rows']:,} recommendations for {result['customers']:,} customers → "
+              f"{ns.output.rstrip('/')}/recommendations/")
+        return
+    recs = recommend_customer(ns.output, ns.customer, ns.k, ns.work, ns.model_dir)
+    print(f"top {len(recs)} for customer {ns.customer}:")
+    for row in recs.itertuples(index=False):
+        print(f"{row.rank:3d}. {row.product_id}  {row.product_title}  (score {row.score:.3f})")
+
+
+def cmd_import_model(ns) -> None:
+    from fmprep.artifact import import_model
+
+    result = import_model(ns.output, ns.artifact, ns.model_dir, ns.predictor_type)
+    line = (f"imported {result['artifact']} → {result['model_dir']} (feature_dim "
+            f"{result['feature_dim']:,}, {result['num_factors']} factors, "
+            f"{result['predictor_type']})")
+    if "evaluation" in result:
+        line += f"; test RMSE {result['evaluation']['rating']['model']['rmse']:.4f}"
+    print(line)
+
+
 COMMANDS = {"train": cmd_train, "deploy": cmd_deploy, "predict": cmd_predict,
-            "undeploy": cmd_undeploy, "evaluate": cmd_evaluate}
+            "undeploy": cmd_undeploy, "evaluate": cmd_evaluate, "recommend": cmd_recommend,
+            "import-model": cmd_import_model}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -487,3 +487,110 @@ def test_load_from_s3(s3, oracle):
     assert np.array_equal(model.V, exp["v"]) and np.array_equal(model.w, exp["w1"][:, 0])
     with pytest.raises(FmprepError, match="model artifact not found: s3://fmprep-test/none"):
         load_fm_artifact("s3://fmprep-test/none/model.tar.gz")
+
+
+# --- make import-model: an MXNet-written artifact for OUTPUT's data ---------------------------
+
+
+@pytest.fixture(scope="module")
+def imported(mxnet_python, sample_file, tmp_path_factory):
+    """make data's OUTPUT on the sample, and an MXNet artifact with its feature_dim."""
+    from fmprep.config import PrepSettings
+    from fmprep.pipeline import run_data
+
+    root = tmp_path_factory.mktemp("import")
+    work, output = str(root / "work"), str(root / "output")
+    manifest = run_data(sample_file[0], work, output, PrepSettings(train_shards=2,
+                                                                   days_scale="years"))
+    spec = root / "spec.json"
+    spec.write_text(json.dumps({"cases": [{"name": "job", "feature_dim": manifest["feature_dim"],
+                                           "num_factors": 4, "dtype": "float32", "seed": 9,
+                                           "symbol": "regressor", "rows": [[[0, 1.0]]]}]}))
+    done = subprocess.run([mxnet_python, str(ORACLE_SCRIPT), str(spec), str(root / "art")],
+                          capture_output=True, text=True, timeout=600, env=_child_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    return output, work, manifest, root / "art" / "job"
+
+
+def test_import_model_predicts_the_artifacts_fm(imported, capsys):
+    from fmprep import config
+    from fmprep.evaluate import fm_columns
+    from fmprep.fm import read_channel
+
+    output, _, manifest, art = imported
+    td = _train_deploy()
+    assert td.main(["import-model", "--output", output,
+                    "--artifact", str(art / "model.tar.gz")]) == 0
+    assert "imported" in capsys.readouterr().out
+    model_dir = os.path.join(output, config.LOCAL_MODEL_DIR)
+    model = FMModel.load(model_dir)
+    expected = np.load(art / "expected.npz")
+    w0, w, V = float(expected["w0"][0]), expected["w1"].ravel(), expected["v"]
+    test = read_channel(output, manifest, "test")
+    u, i, d = fm_columns(test, manifest["num_users"], manifest["feature_dim"])
+    # Without days: exactly w0 + w_u + w_i + <v_u, v_i>.
+    rows = np.ravel(np.column_stack([u, i]))
+    got = model.predict(np.arange(0, rows.size + 1, 2), rows, np.ones(rows.size))
+    want = w0 + w[u] + w[i] + np.einsum("nf,nf->n", V[u], V[i])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # With days (the rows make data wrote): the full FM, pair by pair.
+    dcol = manifest["feature_dim"] - 1
+    got = model.predict(test.indptr, test.indices, test.values)
+    want = (w0 + w[u] + w[i] + d * w[dcol] + np.einsum("nf,nf->n", V[u], V[i])
+            + d * (V[u] @ V[dcol]) + d * (V[i] @ V[dcol]))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # Evaluated like a local model; metrics.json keeps final test:rmse.
+    evaluation = json.loads(open(os.path.join(model_dir, "evaluation.json")).read())
+    metrics = json.loads(open(os.path.join(model_dir, "metrics.json")).read())
+    assert metrics["final"]["test:rmse"] == pytest.approx(evaluation["rating"]["model"]["rmse"])
+    assert "recommender" in evaluation["ranking"]
+
+
+def test_import_model_default_is_the_recorded_job(imported, tmp_path, capsys):
+    from fmprep import config
+    from fmprep.freshness import data_stamp
+
+    output, _, manifest, art = imported
+    td = _train_deploy()
+    record = os.path.join(output, config.SAGEMAKER_RECORD)
+    assert td.main(["import-model", "--output", output]) == 2
+    assert "no completed SageMaker training job" in capsys.readouterr().err
+    with open(record, "w") as f:  # what make train BACKEND=sagemaker records
+        json.dump({"region": "us-east-1", "training_job": {
+            "name": "job-1", "status": "Completed", "data": data_stamp(manifest),
+            "model_artifact": str(art / "model.tar.gz")}}, f)
+    try:
+        assert td.main(["import-model", "--output", output]) == 0
+        assert "job/model.tar.gz" in capsys.readouterr().out
+        meta = json.loads(open(os.path.join(output, config.LOCAL_MODEL_DIR,
+                                            "model.json")).read())
+        assert meta["hyperparameters"]["training_job"] == "job-1"
+    finally:
+        os.remove(record)
+    # A missing artifact: one line, the model left as it was.
+    before = open(os.path.join(output, config.LOCAL_MODEL_DIR, "model.npz"), "rb").read()
+    assert td.main(["import-model", "--output", output, "--artifact",
+                    str(tmp_path / "missing.tar.gz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not found" in err
+    assert before == open(os.path.join(output, config.LOCAL_MODEL_DIR, "model.npz"),
+                          "rb").read()
+
+
+def test_import_model_refuses_another_feature_dim(imported, oracle, capsys):
+    output, *_ = imported
+    td = _train_deploy()
+    assert td.main(["import-model", "--output", output, "--artifact",
+                    str(oracle / "wide" / "model.tar.gz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "feature_dim 3000" in err
+
+
+def _train_deploy():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_deploy.py"
+    spec = importlib.util.spec_from_file_location("train_deploy_import", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -138,7 +138,9 @@ def evaluation_html(evaluation: dict) -> str:
                f"{evaluation['rating'][m]['mae']:.4f}") for m, label in methods]
     ranking = [(label, f"{evaluation['ranking'][m][f'hr@{k}']:.4f}",
                 f"{evaluation['ranking'][m][f'ndcg@{k}']:.4f}")
-               for m, label in (("model", "the model"), ("popularity", "popularity"))]
+               for m, label in (("recommender", "the recommender (make recommend)"),
+                                ("model", "the rating model"), ("popularity", "popularity"))
+               if m in evaluation["ranking"]]
     segments = []
     for what, title in (("customer_train_ratings", "customer's train ratings"),
                         ("product_train_ratings", "product's train ratings")):
