@@ -40,6 +40,7 @@ help: ## list every target with one line each
 	@echo "  bench:      BENCH_SIZES SKIP_REFERENCE_ABOVE BENCH_CAPPED_ROWS"
 	@echo "  train/serve: BACKEND ROLE REGION INSTANCE_TYPE INSTANCE_COUNT IMAGE_URI EPOCHS NUM_FACTORS"
 	@echo "             PREDICTOR_TYPE MINI_BATCH_SIZE HP PORT CUSTOMER PRODUCT DATE K ARTIFACT"
+	@echo "             INPUT SCORES INPUT_FORMAT MODEL_DIR"
 	@echo "examples:"
 	@echo "  make data SOURCE='s3://bucket/reviews/*.tsv.gz' WORK=s3://bucket/work OUTPUT=s3://bucket/fm"
 	@echo "  make data MIN_CUSTOMER_RATINGS=3 FILTER_MODE=kcore DAYS_SCALE=years TRAIN_SHARDS=40"
@@ -84,7 +85,7 @@ HP_ARGS = $(call opt,EPOCHS,--epochs) $(call opt,NUM_FACTORS,--num-factors) \
           $(call opt,PREDICTOR_TYPE,--predictor-type) \
           $(call opt,MINI_BATCH_SIZE,--mini-batch-size) $(foreach h,$(HP),--hp '$(h)')
 
-.PHONY: train deploy predict undeploy evaluate recommend import-model
+.PHONY: train deploy predict undeploy evaluate recommend import-model score
 
 train: $(STAMP) ## train FM: BACKEND=local (default) | sagemaker (ROLE=arn:…, OUTPUT=s3://…)
 	$(TD) train $(TD_ARGS) $(AWS_ARGS) $(HP_ARGS)
@@ -111,6 +112,13 @@ recommend: $(STAMP) ## top K (K=10) products per customer → OUTPUT/recommendat
 import-model: $(STAMP) ## SageMaker FM model.tar.gz → OUTPUT/model: ARTIFACT=s3://… (default: the SageMaker job's)
 	$(TD) import-model $(TD_ARGS) $(call opt,ARTIFACT,--artifact) \
 	    $(call opt,PREDICTOR_TYPE,--predictor-type)
+
+score: $(STAMP) ## a score per row: make score INPUT=pairs.csv (customer_id,product_id[,review_date]) → OUTPUT/scores/
+	$(TD) score $(TD_ARGS) $(AWS_ARGS) $(if $(INPUT),--input '$(INPUT)') \
+	    $(call opt,SCORES,--scores) $(call opt,INPUT_FORMAT,--input-format) \
+	    $(call opt,PART_SIZE,--part-size) $(call opt,SCHEDULER,--scheduler) \
+	    $(call opt,MODEL_DIR,--model-dir) \
+	    $(if $(filter command line environment,$(origin WORK)),--work '$(WORK)')
 
 BENCH_SIZES ?= 100000,1000000,4000000
 BENCH_CAPPED_ROWS ?= 10000000

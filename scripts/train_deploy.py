@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "--mini-batch-size": "MINI_BATCH_SIZE", "--port": "PORT",
                      "--customer": "CUSTOMER", "--product": "PRODUCT", "--date": "DATE",
                      "--work": "WORK", "--k": "K", "--artifact": "ARTIFACT",
-                     "--model-dir": "MODEL_DIR", "--scheduler": "SCHEDULER"}
+                     "--model-dir": "MODEL_DIR", "--scheduler": "SCHEDULER",
+                     "--input": "INPUT", "--scores": "SCORES", "--input-format": "INPUT_FORMAT",
+                     "--part-size": "PART_SIZE"}
 
     def port(text: str) -> int:
         fix = f"use e.g. PORT={config.SERVE_PORT} (PORT=0: any free port)"
@@ -146,6 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", help="date of the rating, YYYY-MM-DD (default: the latest review "
                    "date in the data; days outside those training saw are clipped to them)")
     p.add_argument("--work", help="WORK directory with the id maps (default: the manifest's)")
+
+    p = add("score", "score every (customer_id, product_id[, review_date]) row of a CSV or "
+            "Parquet file → OUTPUT/scores/ (Parquet parts, _manifest.json)",
+            "train_deploy.py score --input pairs.csv")
+    p.add_argument("--input", required=True,
+                   help="CSV file or glob (header customer_id,product_id[,review_date]) or "
+                        "Parquet file or directory; local or s3://")
+    p.add_argument("--input-format", choices=("auto", "csv", "parquet"), default="auto",
+                   help="default: by the name (.csv, .csv.gz, .parquet; a directory is Parquet)")
+    p.add_argument("--scores", help="where the scores go (default OUTPUT/scores)")
+    p.add_argument("--work", help="WORK directory with the id maps (default: the manifest's)")
+    p.add_argument("--model-dir", help="local backend: the model (default OUTPUT/model)")
+    p.add_argument("--part-size", help="CSV bytes per Dask partition (default 64MB)")
+    p.add_argument("--scheduler", help="Dask scheduler, as for make data (default: threads)")
+    aws_options(p, "transform", config.ENDPOINT_INSTANCE_TYPE, 1)
 
     add("undeploy", "stop the local server or delete the SageMaker endpoint, config and model",
         "train_deploy.py undeploy")
@@ -570,9 +587,23 @@ def cmd_import_model(ns) -> None:
     print(line)
 
 
+def cmd_score(ns) -> None:
+    from fmprep.score import DEFAULT_BLOCKSIZE, SCORES_DIR, score_pairs
+
+    result = score_pairs(ns.output, ns.input, work=ns.work, model_dir=ns.model_dir,
+                         scores=ns.scores, backend=ns.backend, input_format=ns.input_format,
+                         blocksize=ns.part_size or DEFAULT_BLOCKSIZE, scheduler=ns.scheduler,
+                         role=ns.role, region=ns.region, instance_type=ns.instance_type,
+                         instance_count=ns.instance_count, image_uri=ns.image_uri)
+    where = ns.scores or storage.join(ns.output, SCORES_DIR)
+    print(f"{result['rows']} rows scored → {where} ({result['unknown_customer_rows']} unknown "
+          f"customers, {result['unknown_product_rows']} unknown products, "
+          f"{result['bad_date_rows']} bad dates: flagged per row)")
+
+
 COMMANDS = {"train": cmd_train, "deploy": cmd_deploy, "predict": cmd_predict,
             "undeploy": cmd_undeploy, "evaluate": cmd_evaluate, "recommend": cmd_recommend,
-            "import-model": cmd_import_model}
+            "import-model": cmd_import_model, "score": cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:
