@@ -30,14 +30,14 @@ PREP_ARGS = $(call opt,MIN_CUSTOMER_RATINGS,--min-customer-ratings) \
 # fmprep and scripts/train_deploy.py alike (they read FMPREP_VERBOSE).
 export FMPREP_VERBOSE := $(VERBOSE)
 
-.PHONY: help env sample data report test bench clean
+.PHONY: help env sample data report test bench bench-fm clean
 
 help: ## list every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: SOURCE WORK OUTPUT MIN_CUSTOMER_RATINGS MIN_PRODUCT_RATINGS FILTER_MODE"
 	@echo "             TRAIN_SHARDS TEST_SHARDS DAYS_SCALE PART_SIZE SCHEDULER FORMAT META FORCE QUIET VERBOSE"
 	@echo "             ROWS SEED LAYOUT"
-	@echo "  bench:      BENCH_SIZES SKIP_REFERENCE_ABOVE BENCH_CAPPED_ROWS"
+	@echo "  bench:      BENCH_SIZES SKIP_REFERENCE_ABOVE BENCH_CAPPED_ROWS BENCH_FM_ROWS"
 	@echo "  train/serve: BACKEND ROLE REGION INSTANCE_TYPE INSTANCE_COUNT IMAGE_URI EPOCHS NUM_FACTORS"
 	@echo "             PREDICTOR_TYPE MINI_BATCH_SIZE HP PORT CUSTOMER PRODUCT DATE K ARTIFACT"
 	@echo "             INPUT SCORES INPUT_FORMAT MODEL_DIR"
@@ -126,6 +126,11 @@ bench: $(STAMP) ## encoder vs SDK writer; make data vs the pandas reference and 
 	$(PY) benchmarks/bench_encoder.py
 	$(PY) benchmarks/bench_scale.py --rows $(BENCH_SIZES) $(call opt,SKIP_REFERENCE_ABOVE,--skip-reference-above)
 	$(PY) benchmarks/bench_data.py --rows $(BENCH_CAPPED_ROWS) --workers 2 --memory-limit 1GiB --out data/bench/capped.json
+
+BENCH_FM_ROWS ?= 20000,1000000
+bench-fm: $(STAMP) ## make train's defaults vs surprise SVD / SVD++ and myFM: test RMSE and fit time (× SVD) on generated data (BENCH_FM_ROWS) and MovieLens 100K
+	@$(PY) -c 'import surprise, myfm' 2>/dev/null || $(PY) -m pip install -q -c constraints.txt -e ".[bench]"
+	$(PY) benchmarks/bench_fm.py --rows $(BENCH_FM_ROWS) --out data/bench/fm.json $(BENCH_FM_ARGS)
 
 clean: ## stop a local server, remove data/work and data/output (keeps the sample and .venv)
 	@if [ -f data/output/endpoint.json ]; then $(PY) scripts/train_deploy.py undeploy --output data/output; fi

@@ -1,7 +1,7 @@
 """fmprep's SGD solver (the twin of a SageMaker job): early stopping, and SageMaker's defaults.
 
 Generated reviews (``fmprep.sample.generate_reviews``) go through ``make data``'s pipeline with
-``days_scale="years"`` (``bench_solvers.prep``); every run fits the train channel and is scored on
+``days_scale="years"`` (``bench_fm.prep``); every run fits the train channel and is scored on
 the test rows (each customer's latest review), which never steer anything: early stopping holds
 out each customer's latest TRAIN review (``mcmc.latest_per_user_split``).
 
@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_solvers import prep
+from bench_fm import prep
 
 from fmprep import fm, mcmc, storage
 from fmprep.config import FM_DEFAULTS, MANIFEST

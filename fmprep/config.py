@@ -166,7 +166,7 @@ FM_OPTIONAL = (
 #
 # ``solver``: ``mcmc`` (Bayesian FM by Gibbs sampling, fmprep.mcmc: no learning rates or weight
 # decays to tune, and it beat SGD, surprise SVD and the biases baseline in
-# benchmarks/bench_solvers.py), ``sgd`` (mini-batch Adam with SageMaker's hyperparameters, the
+# benchmarks/bench_fm.py), ``sgd`` (mini-batch Adam with SageMaker's hyperparameters, the
 # twin of a SageMaker job), or ``auto``: mcmc, unless the predictor is a binary_classifier (the
 # sampler models ratings, not 0/1 labels) or a setting only SGD reads is given (EPOCHS=,
 # NUM_FACTORS=, a learning rate...: the user means SGD). The mcmc_* options are the sampler's; its

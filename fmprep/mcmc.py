@@ -39,7 +39,7 @@ the moment it was drawn (the Gaussian's centre, computed anyway): the chain is u
 kept values vary ~3x less, and 32 kept samples come within ~0.003 RMSE of averaging every
 sweep's raw draw. For w0 and w this is exact Rao-Blackwellisation; for the product
 ``<v_i, v_j>`` of two conditional means it is an approximation, whose mean over all sweeps
-measured no worse than the raw draws' (benchmarks/bench_solvers.py, docstring of
+measured no worse than the raw draws' (benchmarks/bench_fm.py, docstring of
 ``MCMC_DEFAULTS``).
 
 Features absent from the training rows get, in every sample, their group's prior mean (mu_w,
@@ -72,7 +72,7 @@ GROUP_NAMES = ("users", "items", "days")
 
 # Chosen on validation rows carved from the train channel (latest_per_user_split: each
 # customer's latest train review), never on test rows, of generated data (fmprep.sample, prep
-# with days_scale="years") at 200 k and 1 M reviews; `benchmarks/bench_solvers.py --tune`
+# with days_scale="years") at 200 k and 1 M reviews; `benchmarks/bench_fm.py --tune`
 # reruns the study. Valid RMSE, mean of 3 seeds (0, 1, 2), burn-in 50, 200 sweeps, kept samples
 # as conditional means; "all" averages every sweep after burn-in (not deployable at this size):
 #                    20 k*: keep 16 / 32 / all   200 k: keep 16 / 32 / all   1 M: 16 / 32 / all
@@ -423,7 +423,7 @@ def train_mcmc(train, groups: np.ndarray, rank: int = MCMC_DEFAULTS["rank"],
         Called as ``sample_hook(sweep, theta0, w, V, cw, cV)`` after every sweep (0-based
         ``sweep``; ``theta0`` = [w0, its conditional mean], ``w``/``V`` the draws, ``cw``/``cV``
         their conditional means; float64 arrays, not to be modified or kept without copying);
-        for experiments (benchmarks/bench_solvers.py --tune).
+        for experiments (benchmarks/bench_fm.py --tune).
 
     Returns
     -------
