@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -28,7 +27,6 @@ import time
 import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-STAGE_LINE = re.compile(r"^fmprep: (ingest|prepare|encode): .*\((\d+(?:\.\d+)?) s\)\s*$")
 
 
 def peak_rss_of_tree(pid: int, stop: threading.Event, out: dict) -> None:
@@ -46,10 +44,24 @@ def peak_rss_of_tree(pid: int, stop: threading.Event, out: dict) -> None:
         time.sleep(0.05)
 
 
-def stage_seconds(log: str) -> dict:
-    """``{stage: seconds}`` from fmprep's ``fmprep: <stage>: … (N s)`` log lines."""
-    return {m.group(1): float(m.group(2))
-            for m in map(STAGE_LINE.match, log.splitlines()) if m}
+def stage_manifests(work: str, output: str) -> dict:
+    """``{stage: manifest}`` of the ingest, prepare and encode stages of one make data run."""
+    from fmprep.config import INGEST_MANIFEST, MANIFEST
+
+    found = {}
+    for stage, path in (("ingest", os.path.join(work, INGEST_MANIFEST)),
+                        ("prepare", os.path.join(work, MANIFEST)),
+                        ("encode", os.path.join(output, MANIFEST))):
+        if os.path.exists(path):
+            with open(path) as f:
+                found[stage] = json.load(f)
+    return found
+
+
+def stage_seconds(work: str, output: str) -> dict:
+    """``{stage: seconds}`` as the stage loop recorded them in each stage's manifest."""
+    return {stage: m["seconds"] for stage, m in stage_manifests(work, output).items()
+            if "seconds" in m}
 
 
 def main() -> int:
@@ -99,7 +111,8 @@ def main() -> int:
                           "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)},
               "rows": args.rows, "gzip_mib": round(size / 2**20, 1), "scheduler": where,
               "wall_s": round(wall, 2), "rows_per_s": round(args.rows / wall),
-              "stages_s": stage_seconds(done.stderr),
+              "stages_s": stage_seconds(os.path.join(args.dir, "work"),
+                                        os.path.join(args.dir, "output")),
               "peak_mib": {"total": round(peak.get("total", 0) / 2**20),
                            "largest_process": round(peak.get("largest", 0) / 2**20)}}
     if cluster:

@@ -13,7 +13,8 @@ import dask
 import numpy as np
 
 from . import owned, partio, recordio, storage
-from .config import MANIFEST, MANIFEST_FORMAT, SHARD_SUFFIX
+from .config import (INGEST_MANIFEST, MANIFEST, MANIFEST_FORMAT, REJECTS_DIR, REJECTS_SAMPLE,
+                     SHARD_SUFFIX)
 from .errors import FmprepError
 
 
@@ -69,7 +70,7 @@ def clear(output: str, storage_options: dict | None = None) -> None:
 
 
 def encode(work: str, output: str, storage_options: dict | None = None,
-           extra: dict | None = None) -> dict:
+           key: str | None = None) -> dict:
     """Write the train and test channels under ``output`` and the manifest last.
 
     Parameters
@@ -80,8 +81,8 @@ def encode(work: str, output: str, storage_options: dict | None = None,
         OUTPUT directory (local or URL).
     storage_options : dict, optional
         fsspec options.
-    extra : dict, optional
-        More entries for the manifest (sources, ingest counts).
+    key : str, optional
+        Stored in the manifest so a rerun can tell whether this stage is up to date.
 
     Returns
     -------
@@ -128,6 +129,18 @@ def encode(work: str, output: str, storage_options: dict | None = None,
         "work": work,
         "files": [f"{ch}/{name}" for ch in ("train", "test") for name in channels[ch]],
     }
-    manifest.update(extra or {})
+    manifest.update(_provenance(work, key, storage_options))
     storage.write_json(storage.join(output, MANIFEST), manifest, storage_options)
     return manifest
+
+
+def _provenance(work: str, key: str | None, storage_options: dict | None) -> dict:
+    """Where OUTPUT's rows came from, for its manifest: the key, the source files' fingerprints
+    and the ingest totals, as WORK's ingest manifest recorded them."""
+    ingested = storage.read_json(storage.join(work, INGEST_MANIFEST), storage_options) or {}
+    out = {"key": key, "sources": ingested.get("sources", [])}
+    if "meta" in ingested:
+        out["meta"] = ingested["meta"]["sources"]
+    out["ingest"] = {**ingested.get("totals", {}),
+                     "rejects_samples": storage.join(work, REJECTS_DIR, f"*-{REJECTS_SAMPLE}")}
+    return out

@@ -295,7 +295,8 @@ def _sum_counts(results: list[dict], reasons) -> dict:
 
 def ingest(sources: list[str], work: str, part_size: str | int = "128MB",
            storage_options: dict | None = None, key: str | None = None, fmt: str = AUTO,
-           meta: list[str] | None = None) -> dict:
+           meta: list[str] | None = None, fingerprints: list[dict] | None = None,
+           meta_fingerprints: list[dict] | None = None) -> dict:
     """Ingest every source file in parallel into ``WORK/reviews/`` and write its manifest last.
 
     Parameters
@@ -315,6 +316,9 @@ def ingest(sources: list[str], work: str, part_size: str | int = "128MB",
         :mod:`fmprep.sources`.
     meta : list of str, optional
         Product metadata files whose titles fill the rows that have none.
+    fingerprints, meta_fingerprints : list of dict, optional
+        :func:`source_fingerprint` of ``sources`` and ``meta`` when the caller has them
+        already (the pipeline computes them for the stage key).
 
     Returns
     -------
@@ -333,8 +337,10 @@ def ingest(sources: list[str], work: str, part_size: str | int = "128MB",
     out_dir = storage.join(work, REVIEWS_DIR)
     rejects_dir = storage.join(work, REJECTS_DIR)
     clear(work, storage_options)
-    fingerprints = [source_fingerprint(u, storage_options) for u in sources]
-    meta_fingerprints = [source_fingerprint(u, storage_options) for u in meta]
+    if fingerprints is None:
+        fingerprints = [source_fingerprint(u, storage_options) for u in sources]
+    if meta_fingerprints is None:
+        meta_fingerprints = [source_fingerprint(u, storage_options) for u in meta]
     tasks = [dask.delayed(ingest_file, pure=False)(u, i, out_dir, part_bytes, storage_options,
                                                    fmt, rejects_dir)
              for i, u in enumerate(sources)]

@@ -2,7 +2,8 @@
 
 Each stage's manifest carries a ``key``: a hash of its input (the sources' sizes and stamps, or
 the previous stage's key) and its settings. A rerun with the same key finds the stage done and
-goes on; any change reruns that stage and the ones after it.
+goes on; any change reruns that stage and the ones after it. One loop (:func:`run_stages`)
+runs the stages, times them and records the seconds in each manifest.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
+from dataclasses import dataclass
 
 from . import encode as encode_stage
 from . import ingest as ingest_stage
 from . import prepare as prepare_stage
 from . import owned, progress, storage
-from .config import (INGEST_MANIFEST, MANIFEST, REJECTS_DIR, REJECTS_SAMPLE, REVIEWS_DIR,
-                     PrepSettings)
+from .config import INGEST_MANIFEST, MANIFEST, REVIEWS_DIR, PrepSettings
 from .errors import FmprepError
 from .freshness import stale_notes
 from .sources import check_format
@@ -75,6 +78,62 @@ def _done(url: str, key: str, storage_options) -> dict | None:
     return manifest if manifest is not None and manifest.get("key") == key else None
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One prep stage as the loop in :func:`run_stages` runs it.
+
+    Attributes
+    ----------
+    name : str
+        ``ingest``, ``prepare`` or ``encode`` (the log lines' prefix).
+    manifest : str
+        URL of the manifest the stage writes last; holding ``key``, it means "done".
+    key : str
+        :func:`stage_key` of the stage's inputs and settings.
+    start : str
+        What the stage is about to do, for the log.
+    run : callable
+        ``run(done)`` runs the stage and returns the manifest it wrote; ``done`` maps the
+        earlier stages' names to their manifests.
+    summary : callable
+        ``summary(manifest)``: the stage's totals in one line, for the log.
+    progress : callable
+        ``progress()``: the context manager drawing its progress (or doing nothing).
+    """
+
+    name: str
+    manifest: str
+    key: str
+    start: str
+    run: Callable[[dict], dict]
+    summary: Callable[[dict], str]
+    progress: Callable[[], ContextManager]
+
+
+def run_stages(stages: list[Stage], force: bool, storage_options: dict | None) -> dict:
+    """Run each stage whose manifest does not hold its key; return every stage's manifest.
+
+    A stage that runs gets its wall seconds added to its manifest (``seconds``), which the
+    benchmarks read; a stage found done keeps the manifest of the run that did it.
+    """
+    done: dict[str, dict] = {}
+    for stage in stages:
+        found = None if force else _done(stage.manifest, stage.key, storage_options)
+        if found is not None:
+            log.info("%s: up to date", stage.name)
+            done[stage.name] = found
+            continue
+        log.info("%s: %s", stage.name, stage.start)
+        t0 = time.perf_counter()
+        with stage.progress():
+            manifest = stage.run(done)
+        manifest["seconds"] = round(time.perf_counter() - t0, 3)
+        storage.write_json(stage.manifest, manifest, storage_options)
+        log.info("%s: %s (%.1f s)", stage.name, stage.summary(manifest), manifest["seconds"])
+        done[stage.name] = manifest
+    return done
+
+
 def run_data(source: str, work: str, output: str, settings: PrepSettings,
              storage_options: dict | None = None, force: bool = False,
              show_progress: bool = False, fmt: str = "auto", meta: str | None = None) -> dict:
@@ -113,55 +172,40 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
     fingerprints = [ingest_stage.source_fingerprint(u, storage_options) for u in sources]
     meta_files = expand_meta(meta, storage_options)
     meta_fingerprints = [ingest_stage.source_fingerprint(u, storage_options) for u in meta_files]
-
     ingest_key = stage_key("ingest", fingerprints, settings.part_size, fmt, meta_fingerprints)
-    ingest_url = storage.join(work, INGEST_MANIFEST)
-    ingested = None if force else _done(ingest_url, ingest_key, storage_options)
-    t0 = time.perf_counter()
-    if ingested is None:
-        log.info("ingest: %d file(s) → %s", len(sources), storage.join(work, REVIEWS_DIR))
-        total = sum(f["size"] or 0 for f in fingerprints + meta_fingerprints)
-        with progress.ingest_bytes(total, show_progress):
-            ingested = ingest_stage.ingest(sources, work, settings.part_size, storage_options,
-                                           key=ingest_key, fmt=fmt, meta=meta_files)
-        t = ingested["totals"]
-        log.info("ingest: %d rows read, %d rejected (%.1f s)", t["rows_read"],
-                 t["rows_rejected"], time.perf_counter() - t0)
-    else:
-        log.info("ingest: up to date")
-
     prepare_key = stage_key("prepare", ingest_key, settings.to_dict())
-    prepare_url = storage.join(work, MANIFEST)
-    prepared = None if force else _done(prepare_url, prepare_key, storage_options)
-    t0 = time.perf_counter()
-    if prepared is None:
-        log.info("prepare: dedupe, filter, ids, split")
-        with progress.dask_tasks(show_progress):
-            prepared = prepare_stage.prepare(work, settings, storage_options, key=prepare_key)
-        c = prepared["counts"]
-        log.info("prepare: %d users, %d items, %d train / %d test rows (%.1f s)",
-                 prepared["num_users"], prepared["num_items"], c["train_rows"], c["test_rows"],
-                 time.perf_counter() - t0)
-    else:
-        log.info("prepare: up to date")
-
     encode_key = stage_key("encode", prepare_key, output)
-    output_url = storage.join(output, MANIFEST)
-    encoded = None if force else _done(output_url, encode_key, storage_options)
-    t0 = time.perf_counter()
-    if encoded is None:
-        log.info("encode: RecordIO-protobuf shards → %s", output)
-        extra = {"key": encode_key, "sources": fingerprints,
-                 **({"meta": meta_fingerprints} if meta_files else {}),
-                 "ingest": {**ingested["totals"],
-                            "rejects_samples": storage.join(work, REJECTS_DIR, f"*-{REJECTS_SAMPLE}")}}
-        with progress.dask_tasks(show_progress):
-            encoded = encode_stage.encode(work, output, storage_options, extra=extra)
-        log.info("encode: %d train shards, %d test shards → %s (%.1f s)",
-                 len(encoded["channels"]["train"]["shards"]),
-                 len(encoded["channels"]["test"]["shards"]), output, time.perf_counter() - t0)
-    else:
-        log.info("encode: up to date")
+    total_bytes = sum(f["size"] or 0 for f in fingerprints + meta_fingerprints)
+
+    def tasks():
+        return progress.dask_tasks(show_progress)
+
+    stages = [
+        Stage("ingest", storage.join(work, INGEST_MANIFEST), ingest_key,
+              f"{len(sources)} file(s) → {storage.join(work, REVIEWS_DIR)}",
+              lambda done: ingest_stage.ingest(
+                  sources, work, settings.part_size, storage_options, key=ingest_key, fmt=fmt,
+                  meta=meta_files, fingerprints=fingerprints,
+                  meta_fingerprints=meta_fingerprints),
+              lambda m: (f"{m['totals']['rows_read']} rows read, "
+                         f"{m['totals']['rows_rejected']} rejected"),
+              lambda: progress.ingest_bytes(total_bytes, show_progress)),
+        Stage("prepare", storage.join(work, MANIFEST), prepare_key,
+              "dedupe, filter, ids, split",
+              lambda done: prepare_stage.prepare(work, settings, storage_options,
+                                                 key=prepare_key),
+              lambda m: (f"{m['num_users']} users, {m['num_items']} items, "
+                         f"{m['counts']['train_rows']} train / {m['counts']['test_rows']} test "
+                         "rows"),
+              tasks),
+        Stage("encode", storage.join(output, MANIFEST), encode_key,
+              f"RecordIO-protobuf shards → {output}",
+              lambda done: encode_stage.encode(work, output, storage_options, key=encode_key),
+              lambda m: (f"{len(m['channels']['train']['shards'])} train shards, "
+                         f"{len(m['channels']['test']['shards'])} test shards → {output}"),
+              tasks),
+    ]
+    encoded = run_stages(stages, force, storage_options)["encode"]
     from .report import write_report
 
     write_report(output, storage_options, work=work)  # logs its own path
