@@ -177,8 +177,6 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
     encode_key = stage_key("encode", prepare_key, output)
     total_bytes = sum(f["size"] or 0 for f in fingerprints + meta_fingerprints)
 
-    def tasks():
-        return progress.dask_tasks(show_progress)
 
     stages = [
         Stage("ingest", storage.join(work, INGEST_MANIFEST), ingest_key,
@@ -197,13 +195,13 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
               lambda m: (f"{m['num_users']} users, {m['num_items']} items, "
                          f"{m['counts']['train_rows']} train / {m['counts']['test_rows']} test "
                          "rows"),
-              tasks),
+              lambda: progress.dask_tasks(show_progress, "prepare")),
         Stage("encode", storage.join(output, MANIFEST), encode_key,
               f"RecordIO-protobuf shards → {output}",
               lambda done: encode_stage.encode(work, output, storage_options, key=encode_key),
               lambda m: (f"{len(m['channels']['train']['shards'])} train shards, "
                          f"{len(m['channels']['test']['shards'])} test shards → {output}"),
-              tasks),
+              lambda: progress.dask_tasks(show_progress, "encode")),
     ]
     encoded = run_stages(stages, force, storage_options)["encode"]
     from .report import write_report

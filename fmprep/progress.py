@@ -67,13 +67,64 @@ def ingest_bytes(total: int, show: bool):
         _bytes_bar = None
 
 
+class TaskProgress:
+    """``label: done/total tasks (pct)`` for Dask's local schedulers, redrawn twice a second.
+
+    Dask's own ProgressBar flushes stderr before every task; on a terminal that made prepare
+    ~3x slower at 1 M rows (2.5 -> 8.3 s). Here the scheduler's per-task hook only counts,
+    and a timer thread draws.
+    """
+
+    def __init__(self, label: str = "tasks", stream=None, minimum: float = 1.0,
+                 interval: float = 0.5):
+        self.label, self.stream = label, stream or sys.stderr
+        self.minimum, self.interval = minimum, interval
+        self.total = self.done = 0
+        self._stop = threading.Event()
+        self._drawn = False
+
+    def _start_state(self, dsk, state):
+        self.total += len(state["ready"]) + len(state["waiting"])  # tasks still to run
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        self.done += 1  # one writer (the scheduler thread): no lock needed
+
+    def _draw(self) -> None:
+        if self.total:
+            self.stream.write(f"\r{self.label}: {self.done:,} / {self.total:,} tasks "
+                              f"({min(100, 100 * self.done // self.total)}%)")
+            self.stream.flush()
+            self._drawn = True
+
+    def _loop(self) -> None:
+        started = time.monotonic()
+        while not self._stop.wait(self.interval):
+            if time.monotonic() - started >= self.minimum:
+                self._draw()
+
+    @contextlib.contextmanager
+    def shown(self):
+        from dask.callbacks import Callback
+
+        timer = threading.Thread(target=self._loop, daemon=True)
+        timer.start()
+        try:
+            with Callback(start_state=self._start_state, posttask=self._posttask):
+                yield self
+        finally:
+            self._stop.set()
+            timer.join()
+            if self._drawn:
+                self._draw()
+                self.stream.write("\n")
+                self.stream.flush()
+
+
 @contextlib.contextmanager
-def dask_tasks(show: bool):
-    """Dask's task progress bar for computations that take more than a second."""
+def dask_tasks(show: bool, label: str = "tasks"):
+    """Count the tasks of computations in this block on a terminal (after one second)."""
     if not show:
         yield
         return
-    from dask.diagnostics import ProgressBar
-
-    with ProgressBar(minimum=1.0, dt=0.5, out=sys.stderr):
+    with TaskProgress(label).shown():
         yield
