@@ -122,7 +122,8 @@ score: $(STAMP) ## a score per row: make score INPUT=pairs.csv (customer_id,prod
 
 BENCH_SIZES ?= 100000,1000000,4000000
 BENCH_CAPPED_ROWS ?= 10000000
-bench: $(STAMP) ## encoder vs SDK writer; make data vs the pandas reference and the machine floor at BENCH_SIZES rows; 10 M rows on 2 workers capped at 1 GiB
+bench: $(STAMP) ## encoder vs SDK writer; make data vs the pandas reference, a DuckDB SQL prep and the machine floor at BENCH_SIZES rows; 10 M rows on 2 workers capped at 1 GiB
+	@$(PY) -c 'import duckdb' 2>/dev/null || $(PY) -m pip install -q -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/bench_encoder.py
 	$(PY) benchmarks/bench_scale.py --rows $(BENCH_SIZES) $(call opt,SKIP_REFERENCE_ABOVE,--skip-reference-above)
 	$(PY) benchmarks/bench_data.py --rows $(BENCH_CAPPED_ROWS) --workers 2 --memory-limit 1GiB --out data/bench/capped.json

@@ -28,7 +28,7 @@ rows of one run, not runs of different days.
 Usage::
 
     python benchmarks/bench_scale.py [--rows 100000,1000000,4000000] [--quick]
-        [--skip-reference-above N] [--tools floor,reference,threads,local,dask-1w,dask-2w]
+        [--skip-reference-above N] [--tools floor,reference,duckdb,threads,local,dask-1w,dask-2w]
 """
 
 from __future__ import annotations
@@ -50,14 +50,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_data import peak_rss_of_tree, stage_manifests  # noqa: E402  (not a package)
 
-TOOLS = ("floor", "reference", "threads", "local", "dask-1w", "dask-2w")
+TOOLS = ("floor", "reference", "duckdb", "threads", "local", "dask-1w", "dask-2w")
 FMPREP_TOOLS = ("threads", "local", "dask-1w", "dask-2w")
 LABELS = {"floor": "floor (1 thread)", "reference": "reference (pandas)",
+          "duckdb": "DuckDB SQL prep (2 threads)",
           "threads": "fmprep threads", "local": "fmprep local (2 proc)",
           "dask-1w": "fmprep dask 1 worker", "dask-2w": "fmprep dask 2 workers"}
 DEFAULT_ROWS = "100000,1000000,4000000"
 QUICK_ROWS = "20000,100000"
 GOAL_SPEEDUP = 5.0
+GOAL_DUCKDB = 1.0  # make data's wall time / the DuckDB prep's, at most
 GOAL_FLOOR_RATIO = 2.0
 GOAL_FLAT = 1.25  # peak at the largest size / peak at the next size down, at most
 MIB = 2 ** 20
@@ -188,6 +190,9 @@ def run_tool(tool: str, source: str, rows: int, scratch: str, timeout: float) ->
     cluster_dir = os.path.join(scratch, "cluster")
     if tool == "floor":
         cmd = [sys.executable, os.path.join(HERE, "floor.py"), source, "--json"]
+    elif tool == "duckdb":
+        cmd = [sys.executable, os.path.join(HERE, "duckdb_prep.py"), source, "--out",
+               os.path.join(scratch, "duckdb"), "--threads", str(os.cpu_count() or 1), "--json"]
     elif tool == "reference":
         cmd = [sys.executable, os.path.join(HERE, "reference_workflow.py"), source, "--out",
                os.path.join(scratch, "reference"), "--rows-in-file", str(rows), "--json"]
@@ -206,12 +211,16 @@ def run_tool(tool: str, source: str, rows: int, scratch: str, timeout: float) ->
     report = _last_json(res["stdout"])
     if not row["ok"]:
         row["error"] = f"exit status {res['returncode']}: {_tail(res['stderr'])}"
-    elif report is None and tool in ("floor", "reference", "dask-1w", "dask-2w"):
+    elif report is None and tool in ("floor", "reference", "duckdb", "dask-1w", "dask-2w"):
         row["ok"], row["error"] = False, f"no JSON report on stdout: {_tail(res['stderr'])}"
     if tool == "floor" and report:
         row["wall_s"] = report["floor_s"]
         row["stages"] = {k: v["seconds"] for k, v in report["stages"].items()}
         row["details"] = report
+    elif tool == "duckdb" and report:
+        # Process wall time, as for make data: interpreter, imports and all.
+        row["stages"] = report["stages"]
+        row["details"] = {k: report[k] for k in ("users", "items", "train_rows", "test_rows")}
     elif tool == "reference" and report:
         # The failed first read and the diagnostics are not the workflow: leave them out.
         row["wall_s"] = res["wall_s"] - report["excluded_s"]
@@ -245,6 +254,9 @@ def _compare(rows: list[dict]) -> None:
                                      if r["ok"] and ref and r["wall_s"] > 0 else None)
         r["ratio_to_floor"] = (r["wall_s"] / floor["wall_s"]
                                if r["ok"] and floor and floor["wall_s"] > 0 else None)
+        duck = by.get((r["rows"], "duckdb"))
+        r["ratio_to_duckdb"] = (r["wall_s"] / duck["wall_s"]
+                                if r["ok"] and duck and duck["wall_s"] > 0 else None)
 
 
 def _fmt(v, spec: str, suffix: str = "") -> str:
@@ -254,8 +266,8 @@ def _fmt(v, spec: str, suffix: str = "") -> str:
 def markdown_table(rows: list[dict]) -> str:
     """One Markdown table of every run."""
     head = ("| rows | tool | wall s | per-stage s | peak MiB (tree / largest) | rows/s "
-            "| speedup vs reference | ratio to floor |")
-    lines = [head, "|" + "---|" * 8]
+            "| speedup vs reference | ratio to floor | ratio to DuckDB |")
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
         stages = " · ".join(f"{STAGE_SHORT.get(k, k)} {v:.2f}" for k, v in r["stages"].items())
         if not r["ok"]:
@@ -265,14 +277,16 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {stages} | {_fmt(r['peak_total_mib'], ',.0f')} / "
             f"{_fmt(r['peak_largest_mib'], ',.0f')} "
             f"| {_fmt(r['rows_per_s'], ',.0f')} | {_fmt(r['speedup_vs_reference'], '.1f', '×')} "
-            f"| {_fmt(r['ratio_to_floor'], '.1f', '×')} |")
+            f"| {_fmt(r['ratio_to_floor'], '.1f', '×')} "
+            f"| {_fmt(r.get('ratio_to_duckdb'), '.2f', '×')} |")
     return "\n".join(lines)
 
 
 def goals(rows: list[dict]) -> dict:
     """Each goal per fmprep variant, measured at the largest size where it can be."""
     ok = [r for r in rows if r["ok"]]
-    out = {"speedup_vs_reference": [], "ratio_to_floor": [], "peak_memory_flat": []}
+    out = {"speedup_vs_reference": [], "ratio_to_floor": [], "ratio_to_duckdb": [],
+           "peak_memory_flat": []}
     for tool in FMPREP_TOOLS:
         mine = sorted((r for r in ok if r["tool"] == tool), key=lambda r: r["rows"])
         with_ref = [r for r in mine if r["speedup_vs_reference"] is not None]
@@ -281,6 +295,12 @@ def goals(rows: list[dict]) -> dict:
             out["speedup_vs_reference"].append({
                 "tool": tool, "rows": r["rows"], "value": round(r["speedup_vs_reference"], 2),
                 "goal": f">= {GOAL_SPEEDUP}x", "met": r["speedup_vs_reference"] >= GOAL_SPEEDUP})
+        with_duck = [r for r in mine if r.get("ratio_to_duckdb") is not None]
+        if with_duck:
+            r = with_duck[-1]
+            out["ratio_to_duckdb"].append({
+                "tool": tool, "rows": r["rows"], "value": round(r["ratio_to_duckdb"], 2),
+                "goal": f"<= {GOAL_DUCKDB}x", "met": r["ratio_to_duckdb"] <= GOAL_DUCKDB})
         with_floor = [r for r in mine if r["ratio_to_floor"] is not None]
         if with_floor:
             r = with_floor[-1]
@@ -315,6 +335,9 @@ def goals_text(g: dict) -> str:
     for x in g["speedup_vs_reference"]:
         lines.append(f"- {LABELS[x['tool']]}: {x['value']:.1f}× faster than the reference at "
                      f"{x['rows']:,} rows (goal ≥ {GOAL_SPEEDUP:g}×): {verdict(x)}")
+    for x in g["ratio_to_duckdb"]:
+        lines.append(f"- {LABELS[x['tool']]}: {x['value']:.2f}× the DuckDB SQL prep's wall time "
+                     f"at {x['rows']:,} rows (goal ≤ {GOAL_DUCKDB:g}×): {verdict(x)}")
     for x in g["ratio_to_floor"]:
         lines.append(f"- {LABELS[x['tool']]}: {x['value']:.1f}× the single-thread decompress+"
                      f"parse floor at {x['rows']:,} rows ({x['stages_only']:.1f}× counting its "
