@@ -8,11 +8,11 @@ the same train rows and is scored on the same test rows: each customer's latest 
 make data splits them. Rows of the table:
 
 * train mean: the mean train rating predicted for every test row;
-* biases only (``fm.biases_baseline``: mean + customer bias + product bias, regularised);
+* biases only (``training.biases_baseline``: mean + customer bias + product bias, regularised);
 * fmprep ``make train`` defaults: what ``make train`` with no settings runs
-  (``scripts/train_deploy.py train``: ``fm.validate_hyperparameters({})`` then
-  ``fm.train_from_output`` into a temporary model directory). Today that is ``solver=auto`` →
-  Bayesian FM by MCMC (``fmprep.mcmc``). Its fit time is the trainer's own ``train_seconds``,
+  (``scripts/train_deploy.py train``: ``validate_hyperparameters({})`` then
+  ``training.fit_output`` into a temporary model directory). Today that is ``solver=auto`` →
+  Bayesian FM by MCMC (``fmprep.model.mcmc``). Its fit time is the trainer's own ``train_seconds``,
   which, as in make train, includes scoring the test rows after each sweep for the learning
   curve (they never steer the sampler);
 * fmprep SGD with SageMaker's defaults (``config.FM_DEFAULTS``: k=256, 3 epochs, every epoch
@@ -72,7 +72,7 @@ The libraries are the ``bench`` extra (``pip install -e ".[bench]"``, or
     python benchmarks/bench_fm.py --output data/output --skip svdpp
     python benchmarks/bench_fm.py --hp mcmc_rank=8 --recommended   # two more rows
 
-``--tune`` instead reruns the study that chose ``fmprep.mcmc.MCMC_DEFAULTS``: it reads only the
+``--tune`` instead reruns the study that chose ``fmprep.model.mcmc.MCMC_DEFAULTS``: it reads only the
 train channel, holds out each customer's latest train review (``mcmc.latest_per_user_split``)
 as validation, runs one long chain per (rank, init_std, seed) and scores, offline from the
 per-sweep validation predictions, every (sweeps, kept samples) choice with raw draws and with
@@ -111,7 +111,9 @@ for _name in BLAS_THREADS:
 
 import numpy as np
 
-from fmprep import fm, mcmc, storage
+from fmprep.model import hyperparameters, mcmc, sgd, training
+from fmprep.model.fm import FMModel
+from fmprep import storage
 from fmprep.config import FM_DEFAULTS, FM_LOCAL_OPTIONS, MANIFEST, PrepSettings
 from fmprep.recordio import SparseRecords
 
@@ -241,7 +243,7 @@ def warm_up(train, test, manifest) -> None:
     quick = {**FM_DEFAULTS, "solver": "sgd", "epochs": 1}
     if "early_stopping" in FM_LOCAL_OPTIONS:
         quick["early_stopping"] = False
-    fm.train(small, small_test, quick)
+    sgd.train(small, small_test, quick)
     groups = mcmc.groups_for(manifest["feature_dim"], manifest["num_users"],
                              manifest["num_items"])
     model, _ = mcmc.train_mcmc(small, groups, n_iter=3, burn_in=1, keep=2, valid=small_test)
@@ -258,15 +260,15 @@ def run_make_train(output: str, hp: dict, test, label_only: bool = False):
     cmd_train takes, into a temporary model directory. Returns (rmse, fit s, extra), or with
     ``label_only`` what the settings resolve to, without training."""
     manifest = storage.read_json(storage.join(output, MANIFEST))
-    h = fm.validate_hyperparameters(hp, manifest["feature_dim"])
+    h = hyperparameters.validate_hyperparameters(hp, manifest["feature_dim"])
     if label_only:
         if h["solver"] == "mcmc":
             return (f"MCMC, rank {h['mcmc_rank']} × {h['mcmc_keep']} kept, {h['mcmc_sweeps']} "
                     f"sweeps")
         return f"SGD, k={h['num_factors']}, {h['epochs']} epochs"
     with tempfile.TemporaryDirectory(prefix="bench_fm_model_") as model_dir:
-        metrics = fm.train_from_output(output, model_dir, h)
-        model = fm.FMModel.load(model_dir)
+        metrics = training.fit_output(output, model_dir, h, manifest)
+        model = FMModel.load(model_dir)
         score, se = scored(model.predict(test.indptr, test.indices, test.values), test.labels)
     extra = {**se, "solver": metrics["hyperparameters"]["solver"],
              "train_from_output_test_rmse": metrics["final"].get("test:rmse"),
@@ -275,7 +277,7 @@ def run_make_train(output: str, hp: dict, test, label_only: bool = False):
 
 
 def run_sgd(train, test, hp):
-    (model, _), seconds = timed(lambda: fm.train(train, None, hp))
+    (model, _), seconds = timed(lambda: sgd.train(train, None, hp))
     score, se = scored(model.predict(test.indptr, test.indices, test.values), test.labels)
     return score, seconds, se
 
@@ -326,8 +328,8 @@ def available(module: str, package: str, ds: Dataset) -> bool:
 
 def bench(ds: Dataset, ns) -> dict:
     manifest = storage.read_json(storage.join(ds.output, MANIFEST))
-    train = fm.read_channel(ds.output, manifest, "train")
-    test = fm.read_channel(ds.output, manifest, "test")
+    train = training.read_channel(ds.output, manifest, "train")
+    test = training.read_channel(ds.output, manifest, "test")
     y_test = test.labels.astype(np.float64)
     n_train = int(train.labels.size)
     num_users = manifest["num_users"]
@@ -344,8 +346,8 @@ def bench(ds: Dataset, ns) -> dict:
         return score, seconds, se
 
     methods.append(("train_mean", "train mean", train_mean))
-    methods.append(("biases", "biases only (`fm.biases_baseline`)",
-                    lambda: (*timed(lambda: fm.biases_baseline(train, test)), {})))
+    methods.append(("biases", "biases only (`training.biases_baseline`)",
+                    lambda: (*timed(lambda: training.biases_baseline(train, test)), {})))
     label = run_make_train(ds.output, {}, test, label_only=True)
     methods.append(("make_train", f"**fmprep `make train` defaults** ({label})",
                     partial(run_make_train, ds.output, {}, test)))
@@ -363,11 +365,13 @@ def bench(ds: Dataset, ns) -> dict:
                  f"k={FM_DEFAULTS['num_factors']}, {FM_DEFAULTS['epochs']} epochs)")
         methods.append(("sgd_sagemaker_defaults", label,
                         partial(run_sgd, train, test, sagemaker)))
-    if ns.recommended and not hasattr(fm, "recommended_hyperparameters"):
-        ds.notes.append("fm.recommended_hyperparameters is gone: --recommended skipped")
+    if ns.recommended and not hasattr(hyperparameters, "recommended_hyperparameters"):
+        ds.notes.append("hyperparameters.recommended_hyperparameters is gone: --recommended "
+                        "skipped")
     elif ns.recommended:
-        hp = fm.recommended_hyperparameters(n_train)
-        label = (f"fmprep SGD, `fm.recommended_hyperparameters` (k={hp['num_factors']}, "
+        hp = hyperparameters.recommended_hyperparameters(n_train)
+        label = (f"fmprep SGD, `hyperparameters.recommended_hyperparameters` "
+                 f"(k={hp['num_factors']}, "
                  f"{hp['epochs']} epochs)")
         methods.append(("sgd_recommended", label, partial(run_sgd, train, test, hp)))
     svd = None
@@ -463,7 +467,7 @@ def environment() -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# --tune: the validation study behind fmprep.mcmc.MCMC_DEFAULTS
+# --tune: the validation study behind fmprep.model.mcmc.MCMC_DEFAULTS
 
 
 def tune_chain(fit, groups, args, rank, init, seed, sweeps):
@@ -488,7 +492,7 @@ def tune(ds: Dataset, ns) -> None:
     """Validation study for the MCMC defaults; reads the train channel only."""
     output = ds.output
     manifest = storage.read_json(storage.join(output, MANIFEST))
-    train = fm.read_channel(output, manifest, "train")
+    train = training.read_channel(output, manifest, "train")
     fit, valid = mcmc.latest_per_user_split(train)
     groups = mcmc.groups_for(manifest["feature_dim"], manifest["num_users"],
                              manifest["num_items"])
@@ -496,7 +500,7 @@ def tune(ds: Dataset, ns) -> None:
     args = (valid.indptr.astype(np.int64), valid.indices.astype(np.int64),
             valid.values.astype(np.float64))
     print(f"\n{ds.name} ({output}): {fit.labels.size} fit / {y.size} validation rows (from "
-          f"train only); biases only {fm.biases_baseline(fit, valid):.4f}, global mean "
+          f"train only); biases only {training.biases_baseline(fit, valid):.4f}, global mean "
           f"{rmse(np.full(y.size, fit.labels.mean()), y):.4f}", flush=True)
     longest = max(ns.tune_sweeps)
     burn = ns.tune_burn_in
@@ -567,7 +571,7 @@ def main(argv=None) -> int:
     p.add_argument("--hp", action="append", default=[], metavar="'NAME=VALUE ...'",
                    help="one more row: make train HP='NAME=VALUE ...' (repeatable, a row each)")
     p.add_argument("--recommended", action="store_true",
-                   help="one more row: SGD with fm.recommended_hyperparameters")
+                   help="one more row: SGD with hyperparameters.recommended_hyperparameters")
     p.add_argument("--min-time", type=float, default=2.0, metavar="S",
                    help="repeat a fit until the repeats add up to S seconds (default %(default)s)")
     p.add_argument("--max-repeats", type=int, default=10, metavar="N",

@@ -1,6 +1,6 @@
-"""Latency and throughput of the local inference server (fmprep.serve) on 127.0.0.1.
+"""Latency and throughput of the local inference server (fmprep.serving.serve) on 127.0.0.1.
 
-Saves a random FM model of the reference's size, starts ``python -m fmprep.serve`` in its own
+Saves a random FM model of the reference's size, starts ``python -m fmprep.serving.serve`` in its own
 process (so client and server do not share a GIL), then measures
 
 * over one keep-alive connection: single-instance sparse JSON requests (p50 / p99 latency, the
@@ -39,8 +39,8 @@ import time
 import numpy as np
 
 from fmprep import recordio
-from fmprep.fm import FMModel
-from fmprep.serve import sparse_json_body
+from fmprep.model.fm import FMModel
+from fmprep.serving.serve import sparse_json_body
 
 
 def fm_rows(rng, n, feature_dim):
@@ -55,7 +55,7 @@ def fm_rows(rng, n, feature_dim):
 
 def start_server(model_dir, workdir):
     ready = os.path.join(workdir, "ready.json")
-    proc = subprocess.Popen([sys.executable, "-m", "fmprep.serve", "--model-dir", model_dir,
+    proc = subprocess.Popen([sys.executable, "-m", "fmprep.serving.serve", "--model-dir", model_dir,
                              "--host", "127.0.0.1", "--port", "0", "--ready-file", ready],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -228,7 +228,7 @@ def main():
     def pct(t, q):
         return f"{np.percentile(t, q) * ms:.2f}" if t.size else "-"
 
-    print(f"fmprep.serve on 127.0.0.1: feature_dim {F}, num_factors {k}, one keep-alive "
+    print(f"fmprep.serving.serve on 127.0.0.1: feature_dim {F}, num_factors {k}, one keep-alive "
           "connection")
     print(f"{'request':<34}{'n':>5}{'body KB':>9}{'p50 ms':>9}{'p99 ms':>9}{'inst/s':>10}")
     for name, t, bodies, per in (

@@ -6,20 +6,22 @@ the test rows (each customer's latest review), which never steer anything: early
 out each customer's latest TRAIN review (``mcmc.latest_per_user_split``).
 
 ``--study stopping`` compares, per size and seed, fmprep's recommended local settings
-(``fm.recommended_hyperparameters``: 10 epochs) run for a fixed 10 and ``--limit`` epochs with
-early stopping at a limit of ``--limit`` epochs, for each patience of ``--patience``: the model
-refitted on every train row for the best epoch count (fmprep's choice) and the best epoch's
-weights of the run on the rows left after the hold-out (the alternative, reproduced by
-training on those rows for the best epoch count: same seed, same shuffles, same weights).
+(``hyperparameters.recommended_hyperparameters``: 10 epochs) run for a fixed 10 and ``--limit``
+epochs with early stopping at a limit of ``--limit`` epochs, for each patience of
+``--patience``: the model refitted on every train row for the best epoch count (fmprep's
+choice) and the best epoch's weights of the run on the rows left after the hold-out (the
+alternative, reproduced by training on those rows for the best epoch count: same seed, same
+shuffles, same weights).
 
 ``--study sagemaker`` scores the settings a SageMaker job can get, in the twin, each for a fixed
 number of epochs as SageMaker runs them (no early stopping there): SageMaker's own defaults
-(``config.FM_DEFAULTS``), fmprep's SageMaker defaults (``fm.sagemaker_default_hyperparameters``)
-and variants that probe what the twin cannot know of SageMaker's optimizer: weight decay
-applied lazily (only in the batches holding a feature, without fmprep's ``1 / P(in batch)``
-scaling, as MXNet's sparse Adam does with ``lazy_update``), w0 starting at 0 (fmprep centres
-it at the mean label), and SageMaker's default weight decays instead of fmprep's. The train
-mean and the biases baseline are printed for scale.
+(``config.FM_DEFAULTS``), fmprep's SageMaker defaults
+(``hyperparameters.sagemaker_default_hyperparameters``) and variants that probe what the twin
+cannot know of SageMaker's optimizer: weight decay applied lazily (only in the batches holding
+a feature, without fmprep's ``1 / P(in batch)`` scaling, as MXNet's sparse Adam does with
+``lazy_update``), w0 starting at 0 (fmprep centres it at the mean label), and SageMaker's
+default weight decays instead of fmprep's. The train mean and the biases baseline are printed
+for scale.
 
 Examples::
 
@@ -40,7 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_fm import prep
 
-from fmprep import fm, mcmc, storage
+from fmprep.model import hyperparameters, mcmc, sgd, training
+from fmprep import storage
 from fmprep.config import FM_DEFAULTS, MANIFEST
 
 
@@ -51,11 +54,12 @@ def rmse(model, records) -> float:
 
 def load(output):
     manifest = storage.read_json(storage.join(output, MANIFEST))
-    return fm.read_channel(output, manifest, "train"), fm.read_channel(output, manifest, "test")
+    return (training.read_channel(output, manifest, "train"),
+            training.read_channel(output, manifest, "test"))
 
 
 def study_stopping(train, test, seeds, patiences, limit):
-    base = fm.recommended_hyperparameters(int(train.labels.size))
+    base = hyperparameters.recommended_hyperparameters(int(train.labels.size))
     fit, _ = mcmc.latest_per_user_split(train)
     print(f"  {'seed':>4} {'method':<34} {'test rmse':>9} {'best':>4} {'run':>4} {'s':>6}")
     table = {}
@@ -63,7 +67,7 @@ def study_stopping(train, test, seeds, patiences, limit):
         hp = {**base, "seed": seed}
         for epochs in sorted({base["epochs"], limit}):
             t0 = time.perf_counter()
-            model, _ = fm.train(train, None, {**hp, "epochs": epochs, "early_stopping": False})
+            model, _ = sgd.train(train, None, {**hp, "epochs": epochs, "early_stopping": False})
             fixed = rmse(model, test)
             name = f"fixed {epochs} epochs"
             table.setdefault(name, []).append(fixed)
@@ -71,12 +75,12 @@ def study_stopping(train, test, seeds, patiences, limit):
                   f"{time.perf_counter() - t0:6.1f}", flush=True)
         for patience in patiences:
             t0 = time.perf_counter()
-            model, m = fm.train(train, None, {**hp, "epochs": limit,
-                                              "early_stopping_patience": patience})
+            model, m = sgd.train(train, None, {**hp, "epochs": limit,
+                                               "early_stopping_patience": patience})
             seconds = time.perf_counter() - t0
             refit = rmse(model, test)
             best, run = m["best_epoch"], m["epochs_run"]
-            kept, _ = fm.train(fit, None, {**hp, "epochs": best, "early_stopping": False})
+            kept, _ = sgd.train(fit, None, {**hp, "epochs": best, "early_stopping": False})
             weights = rmse(kept, test)
             for name, value in ((f"patience {patience}: refit", refit),
                                 (f"patience {patience}: best-epoch weights", weights)):
@@ -94,7 +98,7 @@ def lazy_decay(indices, n_rows, batch, feature_dim):
 
 def study_sagemaker(train, test, seeds):
     n = int(train.labels.size)
-    proposed = fm.sagemaker_default_hyperparameters(n)
+    proposed = hyperparameters.sagemaker_default_hyperparameters(n)
     sagemaker_wd = {**proposed, "linear_wd": FM_DEFAULTS["linear_wd"],
                     "factors_wd": FM_DEFAULTS["factors_wd"]}
     runs = [("SageMaker defaults (config.FM_DEFAULTS)", dict(FM_DEFAULTS), None),
@@ -107,20 +111,20 @@ def study_sagemaker(train, test, seeds):
             ("  same, SageMaker's weight decays, lazy", sagemaker_wd, lazy_decay)]
     mean = float(np.sqrt(np.mean((test.labels - train.labels.mean()) ** 2)))
     print(f"  predict the train mean {mean:.4f}; biases baseline "
-          f"{fm.biases_baseline(train, test):.4f}")
-    original = fm._decay_scale
+          f"{training.biases_baseline(train, test):.4f}")
+    original = sgd._decay_scale
     for name, hp, decay in runs:
         scores, seconds = [], []
         try:
             if decay is not None:
-                fm._decay_scale = decay
+                sgd._decay_scale = decay
             for seed in seeds:
                 t0 = time.perf_counter()
-                model, _ = fm.train(train, None, {**hp, "seed": seed, "early_stopping": False})
+                model, _ = sgd.train(train, None, {**hp, "seed": seed, "early_stopping": False})
                 seconds.append(time.perf_counter() - t0)
                 scores.append(rmse(model, test))
         finally:
-            fm._decay_scale = original
+            sgd._decay_scale = original
         each = ", ".join(f"{s:.4f}" for s in scores)
         print(f"  {name:<40} test rmse {np.mean(scores):.4f} (seeds {each}), "
               f"{np.mean(seconds):.1f} s", flush=True)

@@ -14,6 +14,7 @@ import re
 import sys
 
 from . import config, progress
+from .cli_model import MODEL_VARIABLES
 from .config import PrepSettings
 from .errors import FmprepError
 
@@ -26,6 +27,8 @@ EPILOG = """examples:
               --output s3://my-bucket/fm --scheduler tcp://10.0.0.5:8786
   fmprep data --source Movies_and_TV.jsonl.gz --meta meta_Movies_and_TV.jsonl.gz
   fmprep data --source ml-25m/ratings.csv --meta ml-25m/movies.csv --format movielens-csv
+  fmprep train --epochs 3 && fmprep deploy --port 8080
+  fmprep predict --customer 10001 --product B00ABC1234 && fmprep undeploy
 """
 
 
@@ -111,7 +114,7 @@ class FmprepArgumentParser(UserArgumentParser):
     """The ``fmprep`` command's parser: one-line errors naming the Makefile's variables."""
 
     TOOL = "fmprep"
-    VARIABLES = {"--source": "SOURCE", "--work": "WORK", "--output": "OUTPUT",
+    VARIABLES = {**MODEL_VARIABLES, "--source": "SOURCE", "--work": "WORK", "--output": "OUTPUT",
                  "--format": "FORMAT", "--meta": "META", "--scheduler": "SCHEDULER",
                  "--force": "FORCE", "--quiet": "QUIET", "--out": "OUT", "--rows": "ROWS",
                  "--seed": "SEED", "--layout": "LAYOUT",
@@ -237,12 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh", action="store_true",
                    help="re-read WORK even if report/stats.json is current")
     p.add_argument("--scheduler", default=None, help="Dask scheduler, as for data")
+    # train | deploy | predict | score | undeploy | evaluate | recommend | import-model: the
+    # flags of scripts/train_deploy.py (fmprep.cli_model), after the data commands.
+    from .cli_model import add_commands
+
+    add_commands(sub, "fmprep", "fmprep", verbose_help=VERBOSE_HELP)
     return parser
 
 
 def run(ns) -> int:
     """Execute a parsed command line."""
-    from . import pipeline
+    from . import cli_model, pipeline
+
+    if ns.command in cli_model.COMMANDS:  # they open their own Dask client where they use one
+        return cli_model.run(ns)
 
     if ns.command == "sample":
         from .sample import DEFAULT_SAMPLE_2023, generate_reviews, generate_reviews_2023

@@ -164,20 +164,20 @@ FM_OPTIONAL = (
 # initialisation and the per-epoch shuffle; ``binary_threshold`` turns ratings into 0/1 labels
 # (label >= threshold -> 1) for predictor_type=binary_classifier (None: labels must be 0/1).
 #
-# ``solver``: ``mcmc`` (Bayesian FM by Gibbs sampling, fmprep.mcmc: no learning rates or weight
+# ``solver``: ``mcmc`` (Bayesian FM by Gibbs sampling, fmprep.model.mcmc: no learning rates or weight
 # decays to tune, and it beat SGD, surprise SVD and the biases baseline in
 # benchmarks/bench_fm.py), ``sgd`` (mini-batch Adam with SageMaker's hyperparameters, the
 # twin of a SageMaker job), or ``auto``: mcmc, unless the predictor is a binary_classifier (the
 # sampler models ratings, not 0/1 labels) or a setting only SGD reads is given (EPOCHS=,
 # NUM_FACTORS=, a learning rate...: the user means SGD). The mcmc_* options are the sampler's; its
-# model has mcmc_rank * mcmc_keep factors (defaults chosen on validation rows, fmprep.mcmc).
+# model has mcmc_rank * mcmc_keep factors (defaults chosen on validation rows, fmprep.model.mcmc).
 #
 # ``early_stopping*`` (SGD only, so giving one makes ``auto`` choose sgd; on by default): ``epochs``
 # becomes a limit. Each customer's latest TRAIN review
 # is held out (never a test row); training stops once the validation metric (RMSE, or
 # cross-entropy for binary_classifier) has not improved by more than ``early_stopping_tolerance``
 # for ``early_stopping_patience`` epochs, and the model is refitted on every train row for the
-# best epoch count (fmprep.fm.train, which records the figures that chose this).
+# best epoch count (fmprep.model.sgd.train, which records the figures that chose this).
 FM_LOCAL_OPTIONS = {
     "seed": 0,
     "binary_threshold": None,
@@ -192,13 +192,14 @@ FM_LOCAL_OPTIONS = {
     "early_stopping_tolerance": 0.0,
 }
 # Recommended settings for the SGD solver: with Adam, SageMaker's learning rates barely move the
-# weights in 3 epochs (fmprep.fm docstring). A SageMaker job gets them (without ``solver``) for
-# every name the user leaves unset: fmprep.fm.sagemaker_default_hyperparameters. Chosen on
-# fmprep.sample data at 20 k and 1 M rows prepped with DAYS_SCALE=years (benchmarks/bench_fm.py).
-# The weight decays depend on the data size: linear_wd = FM_LOCAL_L2["linear"] / train_rows and
+# weights in 3 epochs (fmprep.model.sgd docstring). A SageMaker job gets them (without
+# ``solver``) for every name the user leaves unset:
+# fmprep.model.hyperparameters.sagemaker_default_hyperparameters. Chosen on fmprep.sample data
+# at 20 k and 1 M rows prepped with DAYS_SCALE=years (benchmarks/bench_fm.py). The weight
+# decays depend on the data size: linear_wd = FM_LOCAL_L2["linear"] / train_rows and
 # factors_wd = FM_LOCAL_L2["factors"] / train_rows (L2 penalties in least-squares units, like
-# the biases baseline's reg=5); fmprep.fm.recommended_hyperparameters(train_rows) returns the
-# whole set.
+# the biases baseline's reg=5); fmprep.model.hyperparameters.recommended_hyperparameters(
+# train_rows) returns the whole set.
 FM_LOCAL_RECOMMENDED = {
     "solver": "sgd",
     "num_factors": 8,
@@ -211,7 +212,7 @@ FM_LOCAL_RECOMMENDED = {
 FM_LOCAL_L2 = {"linear": 3.0, "factors": 4.0}
 
 
-# --- training and serving: scripts/train_deploy.py, fmprep.serve, fmprep.sagemaker -------------
+# --- training and serving: scripts/train_deploy.py, fmprep.serving.serve, fmprep.serving.sagemaker -------------
 # Instance types and counts are the reference workflow's (docs/design.md §2).
 DEFAULT_REGION = "us-east-1"          # used when neither --region nor the AWS config names one
 TRAIN_INSTANCE_TYPE = "ml.c5.2xlarge"
@@ -256,7 +257,7 @@ ECR_DOMAINS = {
     "us-isof-east-1": "csp.hci.ic.gov", "us-isof-south-1": "csp.hci.ic.gov",
 }
 
-# The local inference server (fmprep.serve) speaks the SageMaker container contract.
+# The local inference server (fmprep.serving.serve) speaks the SageMaker container contract.
 SERVE_HOST = "127.0.0.1"              # loopback only unless the user asks for more
 SERVE_PORT = 8080                     # the port SageMaker containers listen on
 SERVE_START_TIMEOUT_S = 60

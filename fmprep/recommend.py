@@ -1,6 +1,6 @@
 """``make recommend``: the top K products for every customer, from the ranking model.
 
-The scores come from the ranking model (:mod:`fmprep.ranking`, fitted by ``make train`` or here
+The scores come from the ranking model (:mod:`fmprep.model.ranking`, fitted by ``make train`` or here
 when missing), never from the rating regressor: the regressor predicts stars and ranks the
 next review worse than popularity does (docs/design.md §8). A product the customer rated in
 train is never recommended.
@@ -85,7 +85,7 @@ def _rank_block(users: pd.DataFrame, train: pd.DataFrame, model, items: pd.DataF
     """Top ``k`` of each customer in ``users`` (index ``user``), excluding ``train``'s pairs."""
     import scipy.sparse as sp
 
-    from .evaluate import item_scores
+    from .model.evaluate import item_scores
 
     num_items = len(items)
     if users.empty:
@@ -149,7 +149,7 @@ def _setup(output: str, work: str | None, model_dir: str | None,
            storage_options: dict | None):
     from .config import LOCAL_MODEL_DIR
     from .freshness import read_manifest
-    from .ranking import ranking_model_for
+    from .model.ranking import ranking_model_for
 
     manifest = read_manifest(output, storage_options)
     if "num_users" not in manifest:

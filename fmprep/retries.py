@@ -4,7 +4,7 @@ S3 that stumbles (503 SlowDown, 500 InternalError, resets, cut-off downloads, an
 for half a minute) should slow a run down, not stop it. Two layers retry:
 
 * botocore retries each request (retry mode and attempts, connect and read timeouts), for the
-  s3fs filesystems of :mod:`fmprep.storage` and the boto3 clients of :mod:`fmprep.sagemaker`;
+  s3fs filesystems of :mod:`fmprep.storage` and the boto3 clients of :mod:`fmprep.serving.sagemaker`;
 * s3fs re-runs a download that broke off mid-body, which botocore never sees, and a request
   botocore gave up on after SlowDown or a dropped connection.
 

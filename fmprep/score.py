@@ -9,7 +9,7 @@ Input
     Dask's row-group splitting), and nothing but the id lookups below passes through the client.
 
 Row → FM row
-    Exactly what ``make predict`` sends (``scripts/train_deploy.py`` ``fm_row``): the user's
+    Exactly what ``make predict`` sends (:func:`fmprep.serving.predict.fm_row`): the user's
     one-hot, the item's one-hot and ``days_since_first`` = days from the customer's first review
     (WORK/users ``first_review``) to ``review_date``, divided by the manifest's divisor and
     clipped to the range training saw (``days_since_first.train_range``: an FM extrapolates a
@@ -55,7 +55,7 @@ Joins
 
 Backends
     ``local``: the model in OUTPUT/model (``make train``). ``sagemaker``: a batch transform job
-    (:mod:`fmprep.sagemaker_transform`) of the training job recorded in OUTPUT/sagemaker.json;
+    (:mod:`fmprep.serving.transform`) of the training job recorded in OUTPUT/sagemaker.json;
     the FM rows are written as RecordIO-protobuf under SCORES/transform-input/, SageMaker writes
     JSON Lines under SCORES/transform-output/, and the scores are joined back to the rows
     (staged under SCORES/transform-rows/ while the job runs) by position.
@@ -497,7 +497,7 @@ def _stage_part(part, users, items, spec, rows_url, pbr_url, storage_options) ->
 
 def _collect_part(rows_url, out_url, rows, spec, url, storage_options) -> None:
     """BACKEND=sagemaker: the staged rows with the transform job's scores, as a final part."""
-    from .sagemaker_transform import read_scores
+    from .serving.transform import read_scores
 
     frame = partio.read_part(rows_url, None, storage_options)
     raw = read_scores(out_url, rows, storage_options) if rows else np.zeros(0, np.float32)
@@ -547,7 +547,7 @@ def _local_model(output: str, model_dir: str | None, manifest: dict,
 
 
 def _load_model(model_dir: str, storage_options: dict | None):
-    from .fm import FMModel
+    from .model.fm import FMModel
 
     return FMModel.load(model_dir, storage_options)
 
@@ -583,7 +583,7 @@ def score_pairs(output: str, input: str, work: str | None = None, model_dir: str
     storage_options : dict, optional
         fsspec options for every path.
     role, region, instance_type, instance_count, image_uri, poll_seconds, echo
-        ``sagemaker`` only: see :func:`fmprep.sagemaker_transform.transform`.
+        ``sagemaker`` only: see :func:`fmprep.serving.transform.transform`.
 
     Returns
     -------
@@ -598,7 +598,7 @@ def score_pairs(output: str, input: str, work: str | None = None, model_dir: str
         For a missing manifest, WORK or model, a stale model, an unreadable input or one without
         ``customer_id`` / ``product_id``, dates in another format, a SCORES directory holding
         files fmprep did not write, and the SageMaker errors of
-        :func:`fmprep.sagemaker_transform.transform`.
+        :func:`fmprep.serving.transform.transform`.
     """
     if backend not in ("local", "sagemaker"):
         raise FmprepError(f"BACKEND={backend} is not one of local, sagemaker; use e.g. "
@@ -613,7 +613,7 @@ def score_pairs(output: str, input: str, work: str | None = None, model_dir: str
         spec["predictor_type"] = meta.get("predictor_type", "regressor")
         model_info = {"backend": "local", "dir": model_dir, "data": meta.get("data")}
     else:
-        from .sagemaker import _check_output, read_record
+        from .serving.sagemaker import _check_output, read_record
 
         _check_output(output)
         if not retries.is_s3(scores):
@@ -688,7 +688,7 @@ def _run_transform(output, scores, names, pbr, stats, spec, model_info, schedule
 
     Returns the files written besides the final parts (RecordIO inputs and JSON Lines outputs).
     """
-    from . import sagemaker_transform as st
+    from .serving import transform as st
 
     options = {k: v for k, v in options.items() if v is not None}
     options.setdefault("instance_type", st.TRANSFORM_INSTANCE_TYPE)

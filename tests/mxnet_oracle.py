@@ -1,4 +1,4 @@
-"""Test oracle for fmprep.artifact: writes real MXNet files. Runs INSIDE the MXNet 1.9.1 venv.
+"""Test oracle for fmprep.model.artifact: writes real MXNet files. Runs INSIDE the MXNet 1.9.1 venv.
 
 Not a test module (pytest collects ``test_*.py`` only) and never imported by fmprep: it runs as
 ``<mxnet-venv>/bin/python tests/mxnet_oracle.py SPEC.json OUT_DIR``, with the MXNet and

@@ -1,4 +1,4 @@
-"""fmprep.artifact against MXNet 1.9.1 itself: SageMaker FM artifacts read without MXNet.
+"""fmprep.model.artifact against MXNet 1.9.1 itself: SageMaker FM artifacts read without MXNet.
 
 The oracle is real MXNet (``tests/mxnet_oracle.py``) in a virtualenv of its own, built once per
 machine under ``$XDG_CACHE_HOME/fmprep-test`` (``~/.cache``; ``FMPREP_MXNET_VENV`` overrides the
@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmprep.artifact import (artifact_predictor_type, load_fm_artifact, read_fm_artifact,
+from fmprep.model.artifact import (artifact_predictor_type, load_fm_artifact, read_fm_artifact,
                              read_ndarray_file)
 from fmprep.errors import FmprepError
-from fmprep.fm import FMModel
+from fmprep.model.fm import FMModel
 
 ORACLE_SCRIPT = Path(__file__).with_name("mxnet_oracle.py")
 MXNET_REQUIREMENTS = ["mxnet==1.9.1", "numpy<1.24"]
@@ -514,8 +514,8 @@ def imported(mxnet_python, sample_file, tmp_path_factory):
 
 def test_import_model_predicts_the_artifacts_fm(imported, capsys):
     from fmprep import config
-    from fmprep.evaluate import fm_columns
-    from fmprep.fm import read_channel
+    from fmprep.model.evaluate import fm_columns
+    from fmprep.model.training import read_channel
 
     output, _, manifest, art = imported
     td = _train_deploy()

@@ -1,13 +1,13 @@
-"""fmprep.evaluate against an independent, loop-by-loop numpy computation on small data."""
+"""fmprep.model.evaluate against an independent, loop-by-loop numpy computation on small data."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fmprep import evaluate
+from fmprep.model import evaluate
 from fmprep.errors import FmprepError
-from fmprep.fm import FMModel
+from fmprep.model.fm import FMModel
 from fmprep.recordio import SparseRecords
 
 U, I = 7, 9

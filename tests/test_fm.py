@@ -8,13 +8,16 @@ import os
 import numpy as np
 import pytest
 
-from fmprep import fm
 from fmprep.config import FM_DEFAULTS, FM_LOCAL_OPTIONS, FM_OPTIONAL, FM_REQUIRED
 from fmprep.errors import FmprepError
-from fmprep.fm import FMModel
+from fmprep.model import sgd, training
+from fmprep.model.fm import MODEL_FORMAT, FMModel
+from fmprep.model.hyperparameters import (recommended_hyperparameters,
+                                          sagemaker_default_hyperparameters,
+                                          sagemaker_hyperparameters, validate_hyperparameters)
 from fmprep.recordio import SparseRecords, decode_records, encode_fm_rows
 
-# Learning rates that fit small data; SageMaker's defaults need far more updates (fm docstring).
+# Learning rates that fit small data; SageMaker's defaults need far more updates (sgd docstring).
 # Early stopping off: these tests are about the optimizer over a fixed number of epochs.
 FAST = {"num_factors": 8, "epochs": 25, "mini_batch_size": 50, "bias_lr": 0.05, "bias_wd": 0,
         "linear_lr": 0.02, "linear_wd": 1e-4, "factors_lr": 0.01, "factors_wd": 1e-4,
@@ -59,13 +62,13 @@ def dense(indptr, indices, values, n_cols):
 
 def test_every_configured_name_is_validated():
     names = set(FM_DEFAULTS) | set(FM_OPTIONAL) | set(FM_REQUIRED) | set(FM_LOCAL_OPTIONS)
-    assert set(fm.validate_hyperparameters({"feature_dim": 5})) == names
+    assert set(validate_hyperparameters({"feature_dim": 5})) == names
 
 
 def test_strings_are_coerced_and_defaults_filled():
-    hp = fm.validate_hyperparameters({"feature_dim": "1063", "num_factors": "64", "epochs": "2.0",
-                                      "linear_lr": "1e-3", "predictor_type": " regressor ",
-                                      "clip_gradient": "5"})
+    hp = validate_hyperparameters({"feature_dim": "1063", "num_factors": "64", "epochs": "2.0",
+                                   "linear_lr": "1e-3", "predictor_type": " regressor ",
+                                   "clip_gradient": "5"})
     assert hp["feature_dim"] == 1063 and hp["num_factors"] == 64 and hp["epochs"] == 2
     assert isinstance(hp["num_factors"], int) and hp["linear_lr"] == pytest.approx(1e-3)
     assert hp["predictor_type"] == "regressor" and hp["clip_gradient"] == 5.0
@@ -74,11 +77,11 @@ def test_strings_are_coerced_and_defaults_filled():
 
 
 def test_feature_dim_comes_from_the_data_and_must_match():
-    assert fm.validate_hyperparameters({}, feature_dim=99)["feature_dim"] == 99
+    assert validate_hyperparameters({}, feature_dim=99)["feature_dim"] == 99
     with pytest.raises(FmprepError, match="feature_dim=100 but the data has feature_dim 99"):
-        fm.validate_hyperparameters({"feature_dim": 100}, feature_dim=99)
+        validate_hyperparameters({"feature_dim": 100}, feature_dim=99)
     with pytest.raises(FmprepError, match="feature_dim is required"):
-        fm.validate_hyperparameters({})
+        validate_hyperparameters({})
 
 
 @pytest.mark.parametrize("name, value, message", [
@@ -99,46 +102,46 @@ def test_feature_dim_comes_from_the_data_and_must_match():
 ])
 def test_bad_values_are_rejected_with_one_line(name, value, message):
     with pytest.raises(FmprepError, match=message) as err:
-        fm.validate_hyperparameters({"feature_dim": 10, name: value})
+        validate_hyperparameters({"feature_dim": 10, name: value})
     assert "\n" not in str(err.value)
 
 
 def test_init_methods_need_their_parameter_and_threshold_needs_a_classifier():
     with pytest.raises(FmprepError, match="linear_init_method=uniform needs linear_init_scale"):
-        fm.validate_hyperparameters({"feature_dim": 10, "linear_init_method": "uniform"})
-    hp = fm.validate_hyperparameters({"feature_dim": 10, "bias_init_method": "constant",
-                                      "bias_init_value": "4"})
+        validate_hyperparameters({"feature_dim": 10, "linear_init_method": "uniform"})
+    hp = validate_hyperparameters({"feature_dim": 10, "bias_init_method": "constant",
+                                   "bias_init_value": "4"})
     assert hp["bias_init_value"] == 4.0
     with pytest.raises(FmprepError, match="binary_threshold applies only"):
-        fm.validate_hyperparameters({"feature_dim": 10, "binary_threshold": 4})
+        validate_hyperparameters({"feature_dim": 10, "binary_threshold": 4})
 
 
 def test_sagemaker_form_drops_local_options_and_unset_values():
-    hp = fm.validate_hyperparameters({"feature_dim": 10, "seed": 3, "eps": 1e-6})
-    sm = fm.sagemaker_hyperparameters(hp)
+    hp = validate_hyperparameters({"feature_dim": 10, "seed": 3, "eps": 1e-6})
+    sm = sagemaker_hyperparameters(hp)
     assert sm["feature_dim"] == "10" and sm["eps"] == "1e-06" and sm["num_factors"] == "256"
     assert "seed" not in sm and "binary_threshold" not in sm and "clip_gradient" not in sm
     assert all(isinstance(v, str) for v in sm.values())
-    local = fm.validate_hyperparameters({"feature_dim": 10, "solver": "sgd",
-                                         "early_stopping": "off", "early_stopping_patience": 4,
-                                         "early_stopping_tolerance": 0.01, "mcmc_rank": 2})
-    assert not set(fm.sagemaker_hyperparameters(local)) & set(FM_LOCAL_OPTIONS)
+    local = validate_hyperparameters({"feature_dim": 10, "solver": "sgd",
+                                      "early_stopping": "off", "early_stopping_patience": 4,
+                                      "early_stopping_tolerance": 0.01, "mcmc_rank": 2})
+    assert not set(sagemaker_hyperparameters(local)) & set(FM_LOCAL_OPTIONS)
 
 
 @pytest.mark.parametrize("raw, value", [("true", True), (" Off ", False), ("1", True),
                                         (0, False), (True, True), ("no", False)])
 def test_early_stopping_flag_accepts_the_usual_spellings(raw, value):
-    hp = fm.validate_hyperparameters({"feature_dim": 10, "early_stopping": raw})
+    hp = validate_hyperparameters({"feature_dim": 10, "early_stopping": raw})
     assert hp["early_stopping"] is value
 
 
 def test_early_stopping_options_mean_sgd_and_default_on():
-    hp = fm.validate_hyperparameters({"feature_dim": 10})
+    hp = validate_hyperparameters({"feature_dim": 10})
     assert hp["solver"] == "mcmc" and hp["early_stopping"] is True
     assert hp["early_stopping_patience"] == FM_LOCAL_OPTIONS["early_stopping_patience"]
     for name, value in (("early_stopping", "false"), ("early_stopping_patience", 5),
                         ("early_stopping_tolerance", 0.001)):
-        assert fm.validate_hyperparameters({"feature_dim": 10, name: value})["solver"] == "sgd"
+        assert validate_hyperparameters({"feature_dim": 10, name: value})["solver"] == "sgd"
 
 
 # --- the model ---------------------------------------------------------------------------------
@@ -178,7 +181,7 @@ def test_save_and_load_round_trip_without_pickle(tmp_path):
         assert sorted(z.files) == ["V", "w", "w0"] and z["V"].dtype == np.float32
     meta = json.loads((tmp_path / "model.json").read_text())
     assert meta["feature_dim"] == 20 and meta["num_factors"] == 3
-    assert meta["predictor_type"] == "binary_classifier" and meta["format"] == fm.MODEL_FORMAT
+    assert meta["predictor_type"] == "binary_classifier" and meta["format"] == MODEL_FORMAT
     back = FMModel.load(str(tmp_path))
     assert back.w0 == model.w0 and back.predictor_type == model.predictor_type
     np.testing.assert_array_equal(back.V, model.V)
@@ -194,9 +197,9 @@ def test_save_and_load_round_trip_without_pickle(tmp_path):
 def test_training_learns_a_low_rank_problem_and_beats_the_biases_baseline():
     train, test, feature_dim = low_rank()
     seen = []
-    model, metrics = fm.train(train, test, FAST, progress=seen.append)
+    model, metrics = sgd.train(train, test, FAST, progress=seen.append)
     rmse = [e["test:rmse"] for e in metrics["epochs"]]
-    baseline = fm.biases_baseline(train, test)
+    baseline = training.biases_baseline(train, test)
     assert len(seen) == FAST["epochs"] and model.w.shape == (feature_dim,)
     assert rmse[-1] < 0.8 * rmse[0]
     assert rmse[-1] < 0.9 * baseline, (rmse, baseline)
@@ -206,8 +209,8 @@ def test_training_learns_a_low_rank_problem_and_beats_the_biases_baseline():
 def test_training_is_reproducible_with_a_seed():
     train, test, _ = low_rank(n_users=40, per_user=10)
     hp = {**FAST, "epochs": 2}
-    a, _ = fm.train(train, test, hp)
-    b, _ = fm.train(train, test, hp)
+    a, _ = sgd.train(train, test, hp)
+    b, _ = sgd.train(train, test, hp)
     np.testing.assert_array_equal(a.V, b.V)
 
 
@@ -226,14 +229,14 @@ def rows_of(records):
 def test_early_stopping_holds_out_train_rows_only(monkeypatch):
     train, test, _ = low_rank(n_users=60, per_user=12)
     calls = []
-    real = fm._sgd
+    real = sgd._sgd
 
     def spy(records, y, hp, epochs, test=None, valid=None, progress=None):
         calls.append((records, valid, test))
         return real(records, y, hp, epochs, test, valid, progress)
 
-    monkeypatch.setattr(fm, "_sgd", spy)
-    _, metrics = fm.train(train, test, STOPPING)
+    monkeypatch.setattr(sgd, "_sgd", spy)
+    _, metrics = sgd.train(train, test, STOPPING)
     (fit, (valid, _), scored), (refit, no_valid, _) = calls
     fit_rows, valid_rows = rows_of(fit), rows_of(valid)
     train_rows, test_rows = rows_of(train), rows_of(test)
@@ -254,9 +257,9 @@ def test_early_stopping_holds_out_train_rows_only(monkeypatch):
 def test_test_rows_never_steer_early_stopping():
     train, test, _ = low_rank(n_users=60, per_user=12)
     scrambled = test._replace(labels=np.random.default_rng(5).permutation(test.labels[::-1]))
-    a, ma = fm.train(train, test, STOPPING)
-    b, mb = fm.train(train, scrambled, STOPPING)
-    c, mc = fm.train(train, None, STOPPING)
+    a, ma = sgd.train(train, test, STOPPING)
+    b, mb = sgd.train(train, scrambled, STOPPING)
+    c, mc = sgd.train(train, None, STOPPING)
     assert ma["best_epoch"] == mb["best_epoch"] == mc["best_epoch"]
     np.testing.assert_array_equal(a.V, b.V)
     np.testing.assert_array_equal(a.V, c.V)
@@ -269,7 +272,7 @@ def test_early_stopping_stops_before_the_limit(predictor, patience):
     hp = {**STOPPING, "early_stopping_patience": patience, "predictor_type": predictor,
           **({"binary_threshold": 4} if predictor == "binary_classifier" else {})}
     seen = []
-    model, metrics = fm.train(train, test, hp, progress=seen.append)
+    model, metrics = sgd.train(train, test, hp, progress=seen.append)
     run, best = metrics["epochs_run"], metrics["best_epoch"]
     assert metrics["stopped_early"] is True and 1 <= best < run < hp["epochs"]
     assert run == best + patience == len(metrics["epochs"])
@@ -282,28 +285,28 @@ def test_early_stopping_stops_before_the_limit(predictor, patience):
     refit = metrics["early_stopping"]["refit"]
     assert [e["epoch"] for e in refit] == list(range(1, best + 1))
     assert len(seen) == run + best
-    alone, _ = fm.train(train, None, {**hp, "epochs": best, "early_stopping": False})
+    alone, _ = sgd.train(train, None, {**hp, "epochs": best, "early_stopping": False})
     np.testing.assert_array_equal(model.V, alone.V)
     assert metrics["final"] == {k: v for k, v in refit[-1].items() if k.startswith("test:")}
 
 
 def test_early_stopping_is_reproducible_with_a_seed():
     train, test, _ = low_rank(n_users=60, per_user=12)
-    a, ma = fm.train(train, test, STOPPING)
-    b, mb = fm.train(train, test, STOPPING)
+    a, ma = sgd.train(train, test, STOPPING)
+    b, mb = sgd.train(train, test, STOPPING)
     assert a.w0 == b.w0
     np.testing.assert_array_equal(a.w, b.w)
     np.testing.assert_array_equal(a.V, b.V)
     drop = ("seconds",)
     assert [{k: v for k, v in e.items() if k not in drop} for e in ma["epochs"]] == \
         [{k: v for k, v in e.items() if k not in drop} for e in mb["epochs"]]
-    c, _ = fm.train(train, test, {**STOPPING, "seed": 2})
+    c, _ = sgd.train(train, test, {**STOPPING, "seed": 2})
     assert not np.array_equal(a.V, c.V)
 
 
 def test_without_early_stopping_every_epoch_runs():
     train, test, _ = low_rank(n_users=60, per_user=12)
-    _, metrics = fm.train(train, test, {**STOPPING, "epochs": 12, "early_stopping": "false"})
+    _, metrics = sgd.train(train, test, {**STOPPING, "epochs": 12, "early_stopping": "false"})
     assert metrics["epochs_run"] == len(metrics["epochs"]) == 12
     assert metrics["best_epoch"] is None and metrics["stopped_early"] is False
     assert metrics["early_stopping"] is None
@@ -312,10 +315,10 @@ def test_without_early_stopping_every_epoch_runs():
 
 def test_early_stopping_without_repeat_customers_runs_every_epoch():
     # One row per customer: nothing to hold out, so all epochs run, with a warning.
-    from fmprep.mcmc import latest_per_user_split
+    from fmprep.model.mcmc import latest_per_user_split
 
     _, single = latest_per_user_split(low_rank(n_users=60, per_user=12)[0])
-    _, metrics = fm.train(single, None, {**STOPPING, "epochs": 3})
+    _, metrics = sgd.train(single, None, {**STOPPING, "epochs": 3})
     assert metrics["epochs_run"] == 3 and metrics["best_epoch"] is None
     assert "early stopping skipped" in metrics["warnings"][-1]
 
@@ -323,7 +326,7 @@ def test_early_stopping_without_repeat_customers_runs_every_epoch():
 def test_binary_classifier_metrics_are_in_range():
     train, test, _ = low_rank()
     hp = {**FAST, "predictor_type": "binary_classifier", "binary_threshold": 4, "epochs": 10}
-    model, metrics = fm.train(train, test, hp)
+    model, metrics = sgd.train(train, test, hp)
     final = metrics["final"]
     assert set(final) == {"test:binary_classification_accuracy", "test:binary_f_beta",
                           "test:binary_classification_cross_entropy"}
@@ -333,7 +336,7 @@ def test_binary_classifier_metrics_are_in_range():
     p = model.predict(test.indptr, test.indices, test.values)
     assert ((p >= 0) & (p <= 1)).all()
     with pytest.raises(FmprepError, match="set binary_threshold"):
-        fm.train(train, test, {**hp, "binary_threshold": None})
+        sgd.train(train, test, {**hp, "binary_threshold": None})
 
 
 def test_weight_decay_is_the_mean_loss_penalty_for_rare_and_frequent_features():
@@ -348,41 +351,41 @@ def test_weight_decay_is_the_mean_loss_penalty_for_rare_and_frequent_features():
     hp = {"num_factors": 1, "factors_lr": 0, "factors_init_sigma": 0, "bias_lr": 0,
           "bias_init_method": "constant", "bias_init_value": 0, "linear_init_sigma": 0,
           "linear_lr": 0.002, "linear_wd": l2 / n, "epochs": 300, "mini_batch_size": 20}
-    model, _ = fm.train(records, None, {**hp, "early_stopping": False})
+    model, _ = sgd.train(records, None, {**hp, "early_stopping": False})
     np.testing.assert_allclose(model.w, counts / (counts + l2), atol=0.02)
 
 
 def test_w0_starts_at_the_mean_label_unless_constant():
     train, _, _ = low_rank(n_users=20, per_user=5)
     hp = {**FAST, "epochs": 1, "bias_lr": 0}
-    model, _ = fm.train(train, None, hp)
+    model, _ = sgd.train(train, None, hp)
     assert model.w0 == pytest.approx(float(np.mean(train.labels)), abs=0.05)
-    model, _ = fm.train(train, None, {**hp, "bias_init_method": "constant",
-                                      "bias_init_value": 0})
+    model, _ = sgd.train(train, None, {**hp, "bias_init_method": "constant",
+                                       "bias_init_value": 0})
     assert model.w0 == 0.0
 
 
 def test_recommended_hyperparameters_scale_weight_decay_with_the_rows():
     from fmprep.config import FM_LOCAL_L2, FM_LOCAL_RECOMMENDED
 
-    small, large = fm.recommended_hyperparameters(1000), fm.recommended_hyperparameters(100_000)
+    small, large = recommended_hyperparameters(1000), recommended_hyperparameters(100_000)
     assert small["linear_wd"] == pytest.approx(FM_LOCAL_L2["linear"] / 1000)
     assert large["factors_wd"] == pytest.approx(FM_LOCAL_L2["factors"] / 100_000)
     assert FM_LOCAL_RECOMMENDED.items() <= small.items()
-    fm.validate_hyperparameters(small, feature_dim=10)
+    validate_hyperparameters(small, feature_dim=10)
     with pytest.raises(FmprepError, match="positive integer"):
-        fm.recommended_hyperparameters(0)
+        recommended_hyperparameters(0)
 
 
 def test_sagemaker_default_hyperparameters_are_the_recommended_sgd_settings():
-    sent = fm.sagemaker_default_hyperparameters(71_188)
-    recommended = fm.recommended_hyperparameters(71_188)
+    sent = sagemaker_default_hyperparameters(71_188)
+    recommended = recommended_hyperparameters(71_188)
     assert sent == {k: v for k, v in recommended.items() if k != "solver"}
     assert set(sent) <= set(FM_DEFAULTS) | set(FM_OPTIONAL)  # SageMaker's names only
-    assert fm.sagemaker_hyperparameters(fm.validate_hyperparameters(sent, 10)).keys() >= \
+    assert sagemaker_hyperparameters(validate_hyperparameters(sent, 10)).keys() >= \
         sent.keys()
     with pytest.raises(FmprepError, match="positive integer"):
-        fm.sagemaker_default_hyperparameters(0)
+        sagemaker_default_hyperparameters(0)
 
 
 def test_sagemaker_defaults_do_not_diverge_on_raw_days():
@@ -390,7 +393,7 @@ def test_sagemaker_defaults_do_not_diverge_on_raw_days():
     train, test, _ = low_rank(n_users=60, per_user=10)
     for r in (train, test):
         r.values[r.indices == r.shape - 1] *= 3000
-    _, metrics = fm.train(train, test, {"num_factors": 16, "epochs": 2})
+    _, metrics = sgd.train(train, test, {"num_factors": 16, "epochs": 2})
     assert np.isfinite(metrics["final"]["test:rmse"])
     assert "DAYS_SCALE=years" in metrics["warnings"][0]
 
@@ -418,7 +421,8 @@ def test_train_from_output_reads_shards_and_writes_model_and_metrics(tmp_path):
     out, model_dir = tmp_path / "out", tmp_path / "model"
     write_output(out, train, test, feature_dim)
     hp = {**FAST, "epochs": 3, "solver": "sgd"}
-    metrics = fm.train_from_output(str(out), str(model_dir), {k: str(v) for k, v in hp.items()})
+    metrics = training.train_from_output(str(out), str(model_dir),
+                                         {k: str(v) for k, v in hp.items()})
     assert metrics["train_rows"] == 500 and metrics["test_rows"] == 50
     saved = json.loads((model_dir / "metrics.json").read_text())
     assert [e["epoch"] for e in saved["epochs"]] == [1, 2, 3]
@@ -427,20 +431,20 @@ def test_train_from_output_reads_shards_and_writes_model_and_metrics(tmp_path):
     assert saved["final"]["test:rmse"] == pytest.approx(metrics["final"]["test:rmse"])
     assert saved["hyperparameters"]["feature_dim"] == feature_dim
     model = FMModel.load(str(model_dir))
-    direct, _ = fm.train(train, test, hp)  # same rows, same order, same seed
+    direct, _ = sgd.train(train, test, hp)  # same rows, same order, same seed
     np.testing.assert_allclose(model.V, direct.V, rtol=1e-6)
     with pytest.raises(FmprepError, match="but the data has feature_dim"):
-        fm.train_from_output(str(out), str(model_dir), {"feature_dim": feature_dim + 1})
+        training.train_from_output(str(out), str(model_dir), {"feature_dim": feature_dim + 1})
     with pytest.raises(FmprepError, match="run make data first"):
-        fm.train_from_output(str(tmp_path / "nowhere"), str(model_dir), {})
+        training.train_from_output(str(tmp_path / "nowhere"), str(model_dir), {})
 
 
 def test_train_from_output_records_early_stopping(tmp_path):
     train, test, feature_dim = low_rank(n_users=50, per_user=10)
     out, model_dir = tmp_path / "out", tmp_path / "model"
     write_output(out, train, test, feature_dim)
-    metrics = fm.train_from_output(str(out), str(model_dir),
-                                   {k: str(v) for k, v in STOPPING.items()})
+    metrics = training.train_from_output(str(out), str(model_dir),
+                                         {k: str(v) for k, v in STOPPING.items()})
     saved = json.loads((model_dir / "metrics.json").read_text())
     assert saved["stopped_early"] is True and saved["solver"] == "sgd"
     assert saved["best_epoch"] < saved["epochs_run"] < STOPPING["epochs"]
@@ -458,11 +462,11 @@ def test_recommended_settings_beat_the_biases_baseline_on_the_generated_sample(t
     source, output = str(tmp_path / "reviews.tsv.gz"), str(tmp_path / "output")
     generate_reviews(source, rows=SAMPLE_ROWS, seed=SAMPLE_SEED)
     manifest = run_data(source, str(tmp_path / "work"), output, PrepSettings(days_scale="years"))
-    train = fm.read_channel(output, manifest, "train")
-    test = fm.read_channel(output, manifest, "test")
-    baseline = fm.biases_baseline(train, test)
-    hp = fm.recommended_hyperparameters(manifest["channels"]["train"]["rows"])
-    metrics = fm.train_from_output(output, str(tmp_path / "model"), hp)
+    train = training.read_channel(output, manifest, "train")
+    test = training.read_channel(output, manifest, "test")
+    baseline = training.biases_baseline(train, test)
+    hp = recommended_hyperparameters(manifest["channels"]["train"]["rows"])
+    metrics = training.train_from_output(output, str(tmp_path / "model"), hp)
     rmse = metrics["final"]["test:rmse"]
     # ~0.07 below on this file; 0.03 leaves room for seed-to-seed noise, not for a tie.
     assert rmse < baseline - 0.03, (rmse, baseline)
@@ -471,13 +475,13 @@ def test_recommended_settings_beat_the_biases_baseline_on_the_generated_sample(t
     assert rmse < mean - 0.1
 
     # No settings at all: solver=auto is the Bayesian FM sampler, which needs no tuning.
-    metrics = fm.train_from_output(output, str(tmp_path / "default"), {})
-    assert metrics["solver"] == "mcmc" and fm.FMModel.load(str(tmp_path / "default")).num_factors \
+    metrics = training.train_from_output(output, str(tmp_path / "default"), {})
+    assert metrics["solver"] == "mcmc" and FMModel.load(str(tmp_path / "default")).num_factors \
         == FM_LOCAL_OPTIONS["mcmc_rank"] * FM_LOCAL_OPTIONS["mcmc_keep"]
     # ~0.09 below the baseline on this file (0.07 for the recommended SGD settings above).
     assert metrics["final"]["test:rmse"] < baseline - 0.05, (metrics["final"], baseline)
     # make train also evaluates: the model's test RMSE as in metrics.json, fmprep's own biases
-    # baseline as fm.biases_baseline computes it, and the ranking metrics of both rankers.
+    # baseline as training.biases_baseline computes it, and the ranking metrics of both rankers.
     evaluation = json.loads((tmp_path / "default" / "evaluation.json").read_text())
     assert evaluation["rating"]["model"]["rmse"] == pytest.approx(metrics["final"]["test:rmse"])
     assert evaluation["rating"]["biases"]["rmse"] == pytest.approx(baseline)

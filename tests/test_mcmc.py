@@ -1,9 +1,10 @@
-"""fmprep.mcmc: Bayesian FM by Gibbs sampling, on small synthetic data."""
+"""fmprep.model.mcmc: Bayesian FM by Gibbs sampling, on small synthetic data."""
 
 import numpy as np
 import pytest
 
-from fmprep import fm, mcmc
+from fmprep.model import mcmc, training
+from fmprep.model.fm import FMModel
 from fmprep.errors import FmprepError
 from fmprep.recordio import SparseRecords
 
@@ -74,7 +75,7 @@ def test_recovers_a_low_rank_fm(synthetic):
     model, metrics = mcmc.train_mcmc(train, groups, rank=4, n_iter=120, burn_in=30, keep=30,
                                      seed=0, valid=test)
     got = rmse(model, test)
-    base = fm.biases_baseline(train, test)
+    base = training.biases_baseline(train, test)
     # The noise level is the floor; a biases-only model cannot see <p_u, q_i> (sd ~1.1).
     assert got < 1.25 * NOISE, (got, base)
     assert got < base - 0.4, (got, base)
@@ -106,7 +107,7 @@ def test_model_saves_and_loads_as_an_fm_model(synthetic, tmp_path):
     train, test, groups = synthetic
     model, _ = mcmc.train_mcmc(train, groups, rank=2, n_iter=6, burn_in=2, keep=2)
     model.save(str(tmp_path))
-    back = fm.FMModel.load(str(tmp_path))
+    back = FMModel.load(str(tmp_path))
     args = (test.indptr, test.indices, test.values)
     np.testing.assert_array_equal(back.predict(*args), model.predict(*args))
     assert back.hyperparameters["solver"] == "mcmc"

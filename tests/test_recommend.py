@@ -1,4 +1,4 @@
-"""The ranking model (fmprep.ranking) and make recommend (fmprep.recommend) on small data."""
+"""The ranking model (fmprep.model.ranking) and make recommend (fmprep.recommend) on small data."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from fmprep import ranking, recommend
+from fmprep.model import ranking
+from fmprep import recommend
 from fmprep.config import LOCAL_MODEL_DIR, PrepSettings
 from fmprep.errors import FmprepError
-from fmprep.evaluate import rank_metrics
-from fmprep.fm import FMModel
+from fmprep.model.evaluate import rank_metrics
+from fmprep.model.fm import FMModel
 from fmprep.pipeline import run_data
 from fmprep.recordio import SparseRecords
 
@@ -135,7 +136,7 @@ def test_recommend_every_customer_never_a_train_product(prepped):
     assert recs.merge(named).empty
     # Each list is the brute-force top 5 of the saved ranking model's own FM scores.
     model = FMModel.load(os.path.join(output, LOCAL_MODEL_DIR, ranking.RANKING_SUBDIR))
-    nu, ni, fdim = manifest["num_users"], manifest["num_items"], manifest["feature_dim"]
+    nu, ni = manifest["num_users"], manifest["num_items"]
     for customer in users["customer_id"].sample(25, random_state=0):
         u = int(users.loc[users["customer_id"] == customer, "user"].iloc[0])
         rated = set(train.loc[train["user"] == u, "item"])

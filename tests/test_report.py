@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fmprep import fm, pipeline, report, storage
+from fmprep.model.training import train_from_output
+from fmprep import pipeline, report, storage
 from fmprep.config import PrepSettings
 from fmprep.errors import FmprepError
 from fmprep.sources import FORMAT_REASONS, REJECT_REASONS
@@ -80,7 +81,7 @@ def prepped(sample_file, tmp_path_factory):
     work, output = str(root / "work"), str(root / "output")
     manifest = pipeline.run_data(sample_file[0], work, output, PrepSettings(**SETTINGS))
     hp = {"num_factors": 4, "epochs": 3, "mini_batch_size": 200, "seed": 1}
-    fm.train_from_output(output, os.path.join(output, "model"), hp)
+    train_from_output(output, os.path.join(output, "model"), hp)
     index = report.write_report(output)
     return output, work, manifest, index
 

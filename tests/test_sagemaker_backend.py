@@ -15,9 +15,11 @@ import boto3
 import pytest
 import requests
 
-from fmprep import config, fm, recordio, sagemaker, storage
+from fmprep import config, recordio, storage
+from fmprep.model.hyperparameters import sagemaker_default_hyperparameters
+from fmprep.serving import sagemaker
 from fmprep.errors import FmprepError
-from fmprep.serve import sparse_json_body
+from fmprep.serving.serve import sparse_json_body
 
 OUTPUT = "s3://fmprep-test/fm"
 ROLE = "arn:aws:iam::123456789012:role/fmprep-sagemaker"
@@ -117,7 +119,7 @@ def test_train_sends_the_reference_job(output, sm):
 
 def _expected_defaults():
     """fmprep's SageMaker defaults for the fixture's 4 train rows, as strings."""
-    return {k: str(v) for k, v in fm.sagemaker_default_hyperparameters(4).items()}
+    return {k: str(v) for k, v in sagemaker_default_hyperparameters(4).items()}
 
 
 def test_train_sends_fmprep_defaults_when_nothing_is_set(output, sm):
@@ -169,7 +171,7 @@ def test_train_options_reach_the_job(output, sm):
 
 
 def test_train_warns_when_instances_outnumber_shards(output, caplog):
-    with caplog.at_level(logging.WARNING, logger="fmprep.sagemaker"):
+    with caplog.at_level(logging.WARNING, logger="fmprep.serving.sagemaker"):
         _train(instance_count=3)
     assert "2 train shards for 3 instances" in caplog.text
 

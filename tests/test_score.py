@@ -18,10 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import review_line, write_tsv_gz
-from fmprep import config, recordio, sagemaker, sagemaker_transform, score, storage
+from fmprep import config, recordio, score, storage
+from fmprep.serving import sagemaker, transform as sagemaker_transform
 from fmprep.config import PrepSettings
 from fmprep.errors import FmprepError
-from fmprep.fm import FMModel
+from fmprep.model.fm import FMModel
 from fmprep.freshness import data_stamp
 from fmprep.owned import MARKER
 from fmprep.pipeline import run_data

@@ -14,8 +14,8 @@ import pytest
 import scipy.sparse as sp
 
 from fmprep import config, recordio
-from fmprep.fm import FMModel
-from fmprep.serve import make_server, sparse_json_body
+from fmprep.model.fm import FMModel
+from fmprep.serving.serve import make_server, sparse_json_body
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 sdk = pytest.importorskip("sagemaker.amazon.common")
@@ -298,11 +298,11 @@ def test_many_instances_in_one_request(server):
 
 
 def test_serve_command_errors_are_one_line(tmp_path, capsys):
-    from fmprep.serve import main
+    from fmprep.serving.serve import main
 
     assert main(["--model-dir", str(tmp_path / "none"), "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("fmprep.serve: error:") and "make train" in err
+    assert err.startswith("fmprep.serving.serve: error:") and "make train" in err
     assert len(err.splitlines()) == 1
 
 

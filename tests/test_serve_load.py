@@ -1,6 +1,6 @@
 """The local inference server under load and when it stops: real processes, loopback only.
 
-The server runs as ``python -m fmprep.serve``, as ``train_deploy.py deploy`` starts it. Every
+The server runs as ``python -m fmprep.serving.serve``, as ``train_deploy.py deploy`` starts it. Every
 client is a thread with its own HTTP connection and a socket timeout; every wait has a deadline.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from fmprep import config
-from fmprep.fm import FMModel
-from fmprep.serve import InferenceServer, make_server, sparse_json_body
+from fmprep.model.fm import FMModel
+from fmprep.serving.serve import InferenceServer, make_server, sparse_json_body
 
 F = 12      # feature_dim: 5 users, 6 items, days column
 K = 4
@@ -45,11 +45,11 @@ def _rows(n, seed):
 
 
 def _start(tmp_path):
-    """``python -m fmprep.serve`` on a free loopback port; returns (process, host, port)."""
+    """``python -m fmprep.serving.serve`` on a free loopback port; returns (process, host, port)."""
     ready = tmp_path / "ready.json"
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fmprep.serve", "--model-dir", str(tmp_path / "model"),
+        [sys.executable, "-m", "fmprep.serving.serve", "--model-dir", str(tmp_path / "model"),
          "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready)],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     log.close()

@@ -16,7 +16,7 @@ import pytest
 
 from fmprep import config
 from fmprep.config import PrepSettings
-from fmprep.fm import FMModel
+from fmprep.model.fm import FMModel
 from fmprep.pipeline import run_data
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_deploy.py"

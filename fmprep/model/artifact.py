@@ -5,7 +5,7 @@ zip archive of ``symbol.json`` (the MXNet graph) and ``params`` (the weights, an
 file as written by ``mx.nd.save``). ``params`` holds ``arg:w0_weight`` (1,), ``arg:w1_weight``
 (feature_dim, 1) and ``arg:v`` (feature_dim, num_factors), float32; the regressor's score is
 ``w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j`` (``binary_classifier``: its sigmoid), the
-model of :class:`fmprep.fm.FMModel`, which :func:`load_fm_artifact` returns.
+model of :class:`fmprep.model.fm.FMModel`, which :func:`load_fm_artifact` returns.
 
 MXNet 1.x is unmaintained and needs ``numpy<1.24``, so fmprep parses the NDArray file itself.
 Layout (little-endian, as MXNet writes on every platform it ships for)::
@@ -37,8 +37,9 @@ import zlib
 
 import numpy as np
 
-from . import storage
-from .errors import FmprepError
+from .. import storage
+from ..errors import FmprepError
+from .hyperparameters import PREDICTOR_TYPES
 
 __all__ = ["read_ndarray_file", "read_fm_artifact", "load_fm_artifact", "artifact_predictor_type"]
 
@@ -369,7 +370,7 @@ def load_fm_artifact(url: str, storage_options: dict | None = None,
 
     Returns
     -------
-    fmprep.fm.FMModel
+    fmprep.model.fm.FMModel
         With float32 weights and empty ``hyperparameters`` (the artifact does not record them).
 
     Raises
@@ -378,7 +379,7 @@ def load_fm_artifact(url: str, storage_options: dict | None = None,
         If the file is missing or is not a valid FM artifact, if the predictor types disagree,
         or if ``feature_dim`` differs from ``expected_feature_dim``.
     """
-    from .fm import PREDICTOR_TYPES, FMModel  # fm imports numba: keep this module light
+    from .fm import FMModel  # fm imports numba: keep this module light
 
     if predictor_type is not None and predictor_type not in PREDICTOR_TYPES:
         raise FmprepError(f"predictor_type must be one of {', '.join(PREDICTOR_TYPES)}, got "
@@ -426,15 +427,16 @@ def import_model(output: str, artifact: str | None = None, model_dir: str | None
     -------
     dict
         ``model_dir``, ``artifact``, ``feature_dim``, ``num_factors``, ``predictor_type`` and,
-        for a regressor, ``evaluation`` (:func:`fmprep.fm.write_evaluation`'s result).
+        for a regressor, ``evaluation`` (:func:`fmprep.model.training.write_evaluation`'s result).
 
     Raises
     ------
     FmprepError
         Without an artifact to import, for a damaged artifact, or a feature_dim mismatch.
     """
-    from . import config, fm
-    from .freshness import check_model, data_stamp, read_manifest
+    from .. import config
+    from ..freshness import check_model, data_stamp, read_manifest
+    from .training import read_channel, write_evaluation
 
     manifest = read_manifest(output, storage_options)
     if artifact is None:
@@ -465,11 +467,11 @@ def import_model(output: str, artifact: str | None = None, model_dir: str | None
     if model.predictor_type == "regressor":
         from .ranking import ranking_model_for
 
-        train = fm.read_channel(output, manifest, "train", storage_options)
-        test = fm.read_channel(output, manifest, "test", storage_options)
+        train = read_channel(output, manifest, "train", storage_options)
+        test = read_channel(output, manifest, "test", storage_options)
         recommender = ranking_model_for(output, manifest, model_dir, storage_options, train)
-        result["evaluation"] = fm.write_evaluation(model, train, test, manifest, model_dir,
-                                                   storage_options, recommender)
+        result["evaluation"] = write_evaluation(model, train, test, manifest, model_dir,
+                                                storage_options, recommender)
     # metrics.json of an earlier local model would describe another model: replace it.
     storage.write_json(storage.join(model_dir, "metrics.json"),
                        {"imported_from": artifact, "training_job": job_name,

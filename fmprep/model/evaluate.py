@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import FmprepError
+from ..errors import FmprepError
 
 # Segments by train ratings of the row's customer / product: [low, high) bounds.
 SEGMENTS = ((1, 5), (5, 20), (20, None))
@@ -194,7 +194,7 @@ def evaluate(model, train, test, num_users: int, num_items: int, k: int = TOP_K,
 
     Parameters
     ----------
-    model : fmprep.fm.FMModel
+    model : fmprep.model.fm.FMModel
     train, test : SparseRecords
         The channels of OUTPUT (fmprep's FM layout).
     num_users, num_items : int
@@ -205,8 +205,8 @@ def evaluate(model, train, test, num_users: int, num_items: int, k: int = TOP_K,
         Test customers ranked at most (a seeded sample beyond).
     seed : int
         Seeds that sample.
-    ranking_model : fmprep.fm.FMModel, optional
-        The model recommend ranks with (:mod:`fmprep.ranking`); ranked as ``recommender``.
+    ranking_model : fmprep.model.fm.FMModel, optional
+        The model recommend ranks with (:mod:`fmprep.model.ranking`); ranked as ``recommender``.
 
     Returns
     -------
@@ -284,13 +284,15 @@ def evaluate_output(output: str, model_dir: str | None = None,
     FmprepError
         Without a model, with a model of earlier data, or for a binary classifier.
     """
-    from . import fm, storage
-    from .config import LOCAL_MODEL_DIR
-    from .freshness import check_model, read_manifest
+    from .. import storage
+    from ..config import LOCAL_MODEL_DIR
+    from ..freshness import check_model, read_manifest
+    from .fm import FMModel
+    from .training import read_channel, write_evaluation
 
     manifest = read_manifest(output, storage_options)
     model_dir = model_dir or storage.join(output, LOCAL_MODEL_DIR)
-    model = fm.FMModel.load(model_dir, storage_options)
+    model = FMModel.load(model_dir, storage_options)
     meta = storage.read_json(storage.join(model_dir, "model.json"), storage_options) or {}
     check_model(meta, manifest, model_dir)
     if model.predictor_type != "regressor":
@@ -298,9 +300,9 @@ def evaluate_output(output: str, model_dir: str | None = None,
                           "regressor, the default, to evaluate it)")
     from .ranking import ranking_model_for
 
-    train = fm.read_channel(output, manifest, "train", storage_options)
-    test = fm.read_channel(output, manifest, "test", storage_options)
+    train = read_channel(output, manifest, "train", storage_options)
+    test = read_channel(output, manifest, "test", storage_options)
     recommender = ranking_model_for(output, manifest, model_dir, storage_options, train)
-    return fm.write_evaluation(model, train, test, manifest, model_dir, storage_options,
-                               recommender)
+    return write_evaluation(model, train, test, manifest, model_dir, storage_options,
+                            recommender)
 

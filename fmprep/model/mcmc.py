@@ -1,6 +1,6 @@
 """Bayesian Factorization Machines by Gibbs sampling (MCMC), regression only.
 
-The model is Rendle's second-order FM (:mod:`fmprep.fm`) with the hierarchical priors of
+The model is Rendle's second-order FM (:mod:`fmprep.model.fm`) with the hierarchical priors of
 Freudenthaler, Schmidt-Thieme & Rendle (2011) and Rendle (2012, "Factorization Machines with
 libFM", ACM TIST §4.3)::
 
@@ -27,7 +27,7 @@ The prediction is the posterior mean, estimated by averaging the FM outputs of t
 ``s = 1..S``. That average is itself one FM (:func:`stack_samples`): ``w0`` and ``w`` are the
 sample means and ``V`` the samples' factor matrices side by side, each divided by ``sqrt(S)``,
 because ``<[v_1..v_S] / sqrt(S), [v'_1..v'_S] / sqrt(S)> = (1/S) sum_s <v_s, v'_s>``. The
-trained model is therefore an ordinary :class:`fmprep.fm.FMModel` with ``rank * S`` factors that
+trained model is therefore an ordinary :class:`fmprep.model.fm.FMModel` with ``rank * S`` factors that
 the server, predict and the SageMaker-format tools use unchanged.
 
 Kept samples are thinned (``keep`` of the sweeps after burn-in, evenly spaced, the last one
@@ -60,7 +60,7 @@ import time
 import numba
 import numpy as np
 
-from .errors import FmprepError
+from ..errors import FmprepError
 from .fm import FMModel, _row_output
 
 __all__ = ["train_mcmc", "groups_for", "latest_per_user_split", "stack_samples",
@@ -252,7 +252,7 @@ def groups_for(feature_dim: int, num_users: int, num_items: int) -> np.ndarray:
 
 def _subset(records, rows):
     """The records' rows ``rows`` (sorted row numbers) as new SparseRecords."""
-    from .recordio import SparseRecords
+    from ..recordio import SparseRecords
 
     rows = np.asarray(rows, np.int64)
     starts, ends = records.indptr[rows], records.indptr[rows + 1]

@@ -18,15 +18,15 @@ popularity's 0.067. This module fits what ranks instead, on which pairs were rat
 
 ``reg``, ``alpha`` and ``beta`` are chosen on validation rows carved from train exactly as the
 test rows are carved from all rows -- each customer's latest train review
-(:func:`fmprep.mcmc.latest_per_user_split`) -- by HR@10 of full ranking; the test channel is
+(:func:`fmprep.model.mcmc.latest_per_user_split`) -- by HR@10 of full ranking; the test channel is
 never read. Popularity alone (``beta`` = inf) is one of the candidates and, being the simplest,
 is kept unless the best candidate beats it by more than one standard error of the paired
 per-customer difference (the one-standard-error rule): on data whose next review popularity
 predicts as well, the recommender is popularity rather than something noisier. The winner is
 refitted on all train rows.
 
-The result is an ordinary :class:`fmprep.fm.FMModel` (``w0 = 0``, customer ``w = 0``, product
-``w = beta s_i``, ``V`` = the factors, days feature 0), so :func:`fmprep.evaluate.item_scores`,
+The result is an ordinary :class:`fmprep.model.fm.FMModel` (``w0 = 0``, customer ``w = 0``, product
+``w = beta s_i``, ``V`` = the factors, days feature 0), so :func:`fmprep.model.evaluate.item_scores`,
 recommend and the local tools score it unchanged. Its output is a preference score, not a
 rating: ``hyperparameters["task"] == "ranking"`` marks it.
 """
@@ -41,7 +41,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import FmprepError
+from ..errors import FmprepError
 from .fm import FMModel
 
 __all__ = ["train_ranking", "RANKING_DEFAULTS", "is_ranking_model"]
@@ -312,8 +312,8 @@ def fit_ranking_model(train_records, manifest: dict, model_dir: str, seed: int =
     The model is saved with OUTPUT's data stamp (as the rating model is) and its validation
     study as ``ranking.json`` beside it.
     """
-    from . import storage
-    from .freshness import data_stamp
+    from .. import storage
+    from ..freshness import data_stamp
 
     model, metrics = train_ranking(train_records, int(manifest["num_users"]),
                                    int(manifest["num_items"]), seed)
@@ -330,9 +330,9 @@ def ranking_model_for(output: str, manifest: dict, model_dir: str,
     A model imported from SageMaker (``make import-model``) or trained before fmprep fitted
     ranking models has none: the fit takes seconds and needs only the train channel.
     """
-    from . import storage
-    from .fm import read_channel
-    from .freshness import stale_reason
+    from .. import storage
+    from .training import read_channel  # training imports this module
+    from ..freshness import stale_reason
 
     where = storage.join(model_dir, RANKING_SUBDIR)
     meta = storage.read_json(storage.join(where, "model.json"), storage_options)

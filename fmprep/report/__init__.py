@@ -50,7 +50,8 @@ def _remove(url: str, storage_options) -> None:
 
 
 def write_report(output: str, storage_options: dict | None = None, work: str | None = None,
-                 model_dir: str | None = None, refresh: bool = False) -> str:
+                 model_dir: str | None = None, refresh: bool = False,
+                 manifest: dict | None = None) -> str:
     """Write ``OUTPUT/report/index.html`` and its PNG charts; return the page's path.
 
     Parameters
@@ -66,6 +67,8 @@ def write_report(output: str, storage_options: dict | None = None, work: str | N
         ``OUTPUT/sagemaker.json``, are shown when present.
     refresh : bool
         Read WORK again even if ``report/stats.json`` matches the manifest's key.
+    manifest : dict, optional
+        OUTPUT's manifest when the caller has read it already (make train); default: read it.
 
     Returns
     -------
@@ -84,7 +87,8 @@ def write_report(output: str, storage_options: dict | None = None, work: str | N
     one does not use are deleted. Data statistics are reused from ``stats.json`` when its key
     equals the manifest's, so refreshing after training reads only the model's metrics.
     """
-    manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
+    if manifest is None:
+        manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
     if manifest is None:
         raise FmprepError(f"{output} has no manifest.json; run make data first")
     report = storage.join(output, REPORT_DIR)

@@ -14,8 +14,9 @@ What was created is recorded in ``OUTPUT/sagemaker.json`` beside the manifest::
 
 so that ``deploy`` finds the model artifact, and ``predict`` and ``undeploy`` find the endpoint.
 ``hyperparameters`` is what the job was sent: the user's settings, and for every SGD setting
-the user left unset fmprep's SageMaker default (``fmprep.fm.sagemaker_default_hyperparameters``),
-whose names ``fmprep_defaults`` lists.
+the user left unset fmprep's SageMaker default
+(``fmprep.model.hyperparameters.sagemaker_default_hyperparameters``), whose names
+``fmprep_defaults`` lists.
 """
 
 from __future__ import annotations
@@ -30,15 +31,18 @@ import boto3
 from botocore.exceptions import (BotoCoreError, ClientError, NoCredentialsError,
                                  PartialCredentialsError, NoRegionError)
 
-from . import config, retries, storage
-from .config import MANIFEST
-from .freshness import check_model, data_stamp
-from .errors import FmprepError
+from .. import config, retries, storage
+from ..config import MANIFEST
+from ..freshness import check_model, data_stamp
+from ..errors import FmprepError
+# The contract only (no numba): validating names must not load the local trainers.
+from ..model.hyperparameters import (sagemaker_default_hyperparameters, sagemaker_hyperparameters,
+                                     validate_hyperparameters)
 
 __all__ = ["deploy", "fm_image_uri", "predict", "read_record", "resolve_region", "train",
            "undeploy"]
 
-logger = logging.getLogger("fmprep.sagemaker")
+logger = logging.getLogger("fmprep.serving.sagemaker")
 
 RECORDIO = "application/x-recordio-protobuf"
 JSON = "application/json"
@@ -194,13 +198,13 @@ def train(output: str, role: str, hyperparameters: dict,
     hyperparameters : dict
         The FM hyperparameters the user set (None values count as unset); ``feature_dim``
         comes from the manifest. Every SGD setting left unset gets fmprep's SageMaker default
-        (:func:`fmprep.fm.sagemaker_default_hyperparameters`: fmprep's recommended SGD settings
-        for the train rows, not SageMaker's own defaults, which barely move the model in 3
-        epochs); a user's value always wins. Validated with
-        :func:`fmprep.fm.validate_hyperparameters` and sent as strings, without fmprep's
-        local-only options (``seed``, ``solver``, ``mcmc_*``, ``early_stopping*`` ...). Pass
-        only what the user set: a dict already filled with every default leaves nothing for
-        fmprep's defaults to fill.
+        (:func:`fmprep.model.hyperparameters.sagemaker_default_hyperparameters`: fmprep's
+        recommended SGD settings for the train rows, not SageMaker's own defaults, which barely
+        move the model in 3 epochs); a user's value always wins. Validated with
+        :func:`fmprep.model.hyperparameters.validate_hyperparameters` and sent as strings,
+        without fmprep's local-only options (``seed``, ``solver``, ``mcmc_*``,
+        ``early_stopping*`` ...). Pass only what the user set: a dict already filled with every
+        default leaves nothing for fmprep's defaults to fill.
     instance_type, instance_count : str, int
         Training instances (default: the reference's 4 × ml.c5.2xlarge).
     image_uri : str, optional
@@ -230,9 +234,6 @@ def train(output: str, role: str, hyperparameters: dict,
         For OUTPUT not on S3, a missing role or credentials, invalid hyperparameters, a rejected
         request, or a job that ends Failed or Stopped.
     """
-    from .fm import (sagemaker_default_hyperparameters, sagemaker_hyperparameters,
-                     validate_hyperparameters)
-
     _check_output(output)
     _check_role(role)
     region = resolve_region(region)
@@ -493,7 +494,7 @@ def predict(endpoint_name: str, body: bytes, region: str | None = None,
     endpoint_name : str
         A deployed endpoint.
     body : bytes
-        The request, e.g. :func:`fmprep.serve.sparse_json_body`; at most 6,291,456 bytes.
+        The request, e.g. :func:`fmprep.serving.serve.sparse_json_body`; at most 6,291,456 bytes.
     region : str, optional
         See :func:`resolve_region`.
     content_type, accept : str

@@ -26,7 +26,7 @@ a listen backlog of ``config.SERVE_LISTEN_BACKLOG``. SIGTERM stops the server gr
 connections are refused, idle keep-alive connections closed, requests in flight answered (for up
 to ``config.SERVE_DRAIN_S`` seconds), then the process exits with status 0.
 
-Run it with ``python -m fmprep.serve --model-dir OUTPUT/model``.
+Run it with ``python -m fmprep.serving.serve --model-dir OUTPUT/model``.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from . import config, recordio, storage
-from .errors import FmprepError
+from .. import config, recordio, storage
+from ..errors import FmprepError
 
 __all__ = ["InferenceServer", "RequestError", "encode_response", "main", "make_server",
            "parse_request", "serve", "sparse_json_body"]
@@ -56,7 +56,7 @@ JSONLINES = "application/jsonlines"
 RECORDIO = "application/x-recordio-protobuf"
 CONTENT_TYPES = (JSON, JSONLINES, RECORDIO)
 
-logger = logging.getLogger("fmprep.serve")
+logger = logging.getLogger("fmprep.serving.serve")
 
 
 class RequestError(Exception):
@@ -575,8 +575,8 @@ def make_server(model, host: str = config.SERVE_HOST,
 
 
 def load_model(model_dir: str):
-    """Load a model saved by the local trainer (``fmprep.fm.FMModel``)."""
-    from .fm import FMModel  # imported here so that the server module loads without the trainer
+    """Load a model saved by the local trainer (``fmprep.model.fm.FMModel``)."""
+    from ..model.fm import FMModel  # imported here so that the server module loads without numba
 
     if not os.path.isdir(model_dir):
         raise FmprepError(f"no model at {model_dir}; train first (make train) or pass "
@@ -626,12 +626,12 @@ def serve(model_dir: str, host: str = config.SERVE_HOST, port: int = config.SERV
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fmprep.serve``: run the local inference server in the foreground."""
+    """``python -m fmprep.serving.serve``: run the local inference server in the foreground."""
     parser = argparse.ArgumentParser(
-        prog="python -m fmprep.serve",
+        prog="python -m fmprep.serving.serve",
         description="Serve a locally trained FM model over the SageMaker inference protocol "
                     "(GET /ping, POST /invocations).",
-        epilog="example:\n  python -m fmprep.serve --model-dir data/output/model --port 8080\n"
+        epilog="example:\n  python -m fmprep.serving.serve --model-dir data/output/model --port 8080\n"
                "  curl -s localhost:8080/invocations -H 'Content-Type: application/json' \\\n"
                "       -d '{\"instances\":[{\"data\":{\"features\":{\"keys\":[0,7,9],"
                "\"shape\":[10],\"values\":[1,1,0.5]}}}]}'",
@@ -648,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         serve(ns.model_dir, ns.host, ns.port, ns.ready_file)
     except FmprepError as err:
-        print(f"fmprep.serve: error: {err}", file=sys.stderr)
+        print(f"fmprep.serving.serve: error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -7,7 +7,7 @@ The job reads RecordIO-protobuf objects that :mod:`fmprep.score` wrote under
 ``{"score": s}`` (``predicted_label`` too for a binary classifier), in the records' order —
 the order SageMaker's own input/output join (``DataProcessing.JoinSource``) relies on.
 
-The model is the training job recorded in ``OUTPUT/sagemaker.json`` (:mod:`fmprep.sagemaker`).
+The model is the training job recorded in ``OUTPUT/sagemaker.json`` (:mod:`fmprep.serving.sagemaker`).
 A deployed endpoint's SageMaker model is reused when it serves that artifact; otherwise a
 model is created for the job and deleted when the job has ended. The job itself is recorded
 in ``OUTPUT/sagemaker.json`` under ``transform_job`` as soon as it exists, so that a crash
@@ -29,17 +29,17 @@ from collections.abc import Callable
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import config, storage
-from .config import MANIFEST
-from .errors import FmprepError
-from .freshness import check_model
+from .. import config, storage
+from ..config import MANIFEST
+from ..errors import FmprepError
+from ..freshness import check_model
 from .sagemaker import (_DONE, RECORDIO, _call, _check_output, _check_role, _clients,
                         _write_record, fm_image_uri, read_record, resolve_region)
 
 __all__ = ["JSONLINES", "TRANSFORM_INSTANCE_COUNT", "TRANSFORM_INSTANCE_TYPE",
            "TRANSFORM_MAX_PAYLOAD_MB", "find_outputs", "read_scores", "transform"]
 
-logger = logging.getLogger("fmprep.sagemaker")
+logger = logging.getLogger("fmprep.serving.sagemaker")
 
 JSONLINES = "application/jsonlines"
 # Defaults of the job (candidates for fmprep/config.py): the endpoint's instance type, one
@@ -97,7 +97,7 @@ def transform(output: str, input_uri: str, output_uri: str, role: str | None = N
     instance_type, instance_count : str, int
         Transform instances (default 1 × ``ml.m4.xlarge``).
     image_uri : str, optional
-        Container image; default :func:`fmprep.sagemaker.fm_image_uri` of the region.
+        Container image; default :func:`fmprep.serving.sagemaker.fm_image_uri` of the region.
     job_name : str, optional
         Default ``fmprep-score-<UTC time>``; a model created for the job gets the same name.
     region : str, optional
