@@ -29,6 +29,9 @@ PREP_ARGS = $(call opt,MIN_CUSTOMER_RATINGS,--min-customer-ratings) \
 # VERBOSE=1: the libraries' log lines too (botocore's credentials and retries, Dask's), for
 # fmprep and scripts/train_deploy.py alike (they read FMPREP_VERBOSE).
 export FMPREP_VERBOSE := $(VERBOSE)
+# Errors and warnings name a setting as the make variable you set (PART_SIZE=lots), not as the
+# command-line flag make passed it to (--part-size); fmprep and train_deploy.py read this.
+export FMPREP_SPELLING := make
 
 .PHONY: help env sample data report test bench bench-fm clean
 

@@ -6,6 +6,7 @@ Errors a user can cause print one line (``fmprep: error: …``) and exit with st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import logging
@@ -13,10 +14,10 @@ import os
 import re
 import sys
 
-from . import config, progress
-from .cli_model import MODEL_VARIABLES
+from . import config, errors, progress
+from .cli_model import MODEL_SETTINGS
 from .config import PrepSettings
-from .errors import FmprepError
+from .errors import FmprepError, aside, render, setting
 
 SAMPLE_LAYOUTS = ("amazon-tsv", "amazon-2023")
 
@@ -33,44 +34,51 @@ EPILOG = """examples:
 
 
 class UserArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line naming the make variable and the fix.
+    """An ArgumentParser whose errors are one line naming the setting and the fix.
 
     Through make, ``--min-customer-ratings abc`` came from ``MIN_CUSTOMER_RATINGS=abc``: the
-    message names that variable, and there is no usage block to bury it. Subclasses set
-    :attr:`TOOL` (the name before ``: error:``) and :attr:`VARIABLES`; subcommand parsers
-    share the class (argparse builds them with their parent's).
+    message names that variable (the option when run directly: :func:`fmprep.errors.render`),
+    and there is no usage block to bury it. Subclasses set :attr:`TOOL` (the name before
+    ``: error:``) and :attr:`SETTINGS`; subcommand parsers share the class (argparse builds
+    them with their parent's).
     """
 
     TOOL = "fmprep"
-    VARIABLES: dict[str, str] = {}  # long option → make variable
+    SETTINGS: frozenset[str] = frozenset()  # long options a make variable of the same name sets
 
     def error(self, message: str):
         """Print ``TOOL: error: <one line>`` to stderr and exit with status 2."""
-        self.exit(2, f"{self.TOOL}: error: {self.explain(message)}\n")
+        self.exit(2, f"{self.TOOL}: error: {render(self.explain(message))}\n")
+
+    def _setting(self, flag: str) -> str | None:
+        """The :func:`~fmprep.errors.setting` token of a long option, None without a variable."""
+        return setting(flag[2:].replace("-", "_")) if flag in self.SETTINGS else None
 
     def explain(self, message: str) -> str:
-        """argparse's ``message`` in the words of the make variable, with a fix."""
+        """argparse's ``message`` in the words of the setting, with a fix (still to render)."""
         found = re.match(r"argument (\S+): (.*)", message, re.S)
         if found is None:
             return self._general(message)
         names, detail = found.groups()
         flag = next((n for n in names.split("/") if n.startswith("--")), names)
-        var = self.VARIABLES.get(flag)
+        var = self._setting(flag)
         choice = re.match(r"invalid choice: (.*) \(choose from (.*)\)$", detail, re.S)
         if choice:
             value, choices = (re.sub(r"'([^']*)'", r"\1", g) for g in choice.groups())
             first = choices.split(",")[0].strip()
             if not flag.startswith("-"):
                 return f"unknown command {value}; use one of {choices} (see {self.prog} --help)"
-            setting = f"{var}={value}" if var else f"{flag} {value}"
-            fix = f"{var}={first}" if var else f"{flag} {first}"
-            return f"{setting} is not one of {choices}; use e.g. {fix}"
+            given = f"{var}{value}" if var else f"{flag} {value}"
+            fix = f"{var}{first}" if var else f"{flag} {first}"
+            return f"{given} is not one of {choices}; use e.g. {fix}"
         if detail.startswith("expected "):
-            return f"{flag} needs a value" + (f": set {var}=" if var else "")
+            # Under make the variable is what to set; as an option, the flag says it all.
+            named = var and errors.current_spelling() == "make"
+            return f"{flag} needs a value" + (f": set {var}" if named else "")
         if detail.startswith("invalid ") and " value: " in detail:
             value = detail.split(" value: ", 1)[1].strip("'")
-            return f"{var or flag}={value} is not valid ({detail})"
-        return detail  # an ArgumentTypeError of ours: already names the variable and the fix
+            return f"{var or flag + '='}{value} is not valid ({detail})"
+        return detail  # an ArgumentTypeError of ours: already names the setting and the fix
 
     def _general(self, message: str) -> str:
         required = re.match(r"the following arguments are required: (.*)", message)
@@ -78,35 +86,39 @@ class UserArgumentParser(argparse.ArgumentParser):
             names = [n.strip() for n in required[1].split(",")]
             if names == ["COMMAND"]:
                 return f"a command is required (see {self.prog} --help)"
-            shown = [f"{self.VARIABLES[n]}= ({n})" if n in self.VARIABLES else n for n in names]
+            shown = [f"{self._setting(n)}{aside(n[2:].replace('-', '_'))}" if self._setting(n)
+                     else n for n in names]
             listed = " and ".join([", ".join(shown[:-1]), shown[-1]] if len(shown) > 1 else shown)
             return (f"{listed} {'is' if len(names) == 1 else 'are'} required; set "
                     f"{'it' if len(names) == 1 else 'them'} (see {self.prog} --help)")
         return f"{message} (see {self.prog} --help)"
 
 
-def whole_number(var: str, example: int, minimum: int = 1):
-    """An argparse ``type``: an int ≥ ``minimum``, else one line naming ``var`` and a fix."""
+def whole_number(name: str, example: int, minimum: int = 1):
+    """An argparse ``type``: an int ≥ ``minimum``, else one line naming setting ``name`` and a
+    fix (rendered by :meth:`UserArgumentParser.error`)."""
+    var = setting(name)
+
     def parse(text: str) -> int:
-        fix = f"use e.g. {var}={example}"
+        fix = f"use e.g. {var}{example}"
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{var}={text} is not a whole number; {fix}") from None
+            raise argparse.ArgumentTypeError(f"{var}{text} is not a whole number; {fix}") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"{var}={text} must be a whole number ≥ {minimum}; "
+            raise argparse.ArgumentTypeError(f"{var}{text} must be a whole number ≥ {minimum}; "
                                              f"{fix}")
         return value
     return parse
 
 
 def _size(text: str) -> str:
-    # Checked here so a bad PART_SIZE stops before anything runs; kept as given (the stage
+    # Checked here so a bad part size stops before anything runs; kept as given (the stage
     # keys hash the text).
     try:
         PrepSettings(part_size=text).part_bytes()
     except FmprepError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+        raise argparse.ArgumentTypeError(err.args[0]) from None  # tokens: error() renders
     return text
 
 
@@ -114,31 +126,30 @@ class FmprepArgumentParser(UserArgumentParser):
     """The ``fmprep`` command's parser: one-line errors naming the Makefile's variables."""
 
     TOOL = "fmprep"
-    VARIABLES = {**MODEL_VARIABLES, "--source": "SOURCE", "--work": "WORK", "--output": "OUTPUT",
-                 "--format": "FORMAT", "--meta": "META", "--scheduler": "SCHEDULER",
-                 "--force": "FORCE", "--quiet": "QUIET", "--out": "OUT", "--rows": "ROWS",
-                 "--seed": "SEED", "--layout": "LAYOUT",
-                 **{"--" + k.replace("_", "-"): v for k, v in PrepSettings.VARIABLES.items()}}
+    SETTINGS = MODEL_SETTINGS | {"--source", "--work", "--output", "--format", "--meta",
+                                 "--scheduler", "--force", "--quiet", "--out", "--rows",
+                                 "--seed", "--layout"} | \
+        {errors.flag(f.name) for f in dataclasses.fields(PrepSettings)}
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
     d = PrepSettings()
     g = p.add_argument_group("prep settings (defaults: the reference workflow)")
     g.add_argument("--min-customer-ratings", default=d.min_customer_ratings,
-                   type=whole_number("MIN_CUSTOMER_RATINGS", d.min_customer_ratings),
+                   type=whole_number("min_customer_ratings", d.min_customer_ratings),
                    help="keep customers with at least this many ratings (default %(default)s)")
     g.add_argument("--min-product-ratings", default=d.min_product_ratings,
-                   type=whole_number("MIN_PRODUCT_RATINGS", d.min_product_ratings),
+                   type=whole_number("min_product_ratings", d.min_product_ratings),
                    help="keep products with at least this many ratings (default %(default)s)")
     g.add_argument("--filter-mode", choices=PrepSettings.FILTER_MODES, default=d.filter_mode,
                    help="single: one counting pass like the reference; kcore: repeat until "
                         "every customer and product meets its minimum (default %(default)s)")
     g.add_argument("--train-shards", default=d.train_shards,
-                   type=whole_number("TRAIN_SHARDS", d.train_shards),
+                   type=whole_number("train_shards", d.train_shards),
                    help="train channel shards, ≥ training instances; at most one per train "
                         "row (default %(default)s)")
     g.add_argument("--test-shards", default=d.test_shards,
-                   type=whole_number("TEST_SHARDS", d.test_shards),
+                   type=whole_number("test_shards", d.test_shards),
                    help="test channel shards (default %(default)s)")
     g.add_argument("--days-scale", choices=PrepSettings.DAYS_SCALES, default=d.days_scale,
                    help="days_since_first as raw days, years, or unit (÷ max) "
@@ -187,9 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help=f"file to write (default {config.DEFAULT_SAMPLE}, or "
                         f"{DEFAULT_SAMPLE_2023} for amazon-2023)")
-    p.add_argument("--rows", type=whole_number("ROWS", config.SAMPLE_ROWS, minimum=0),
+    p.add_argument("--rows", type=whole_number("rows", config.SAMPLE_ROWS, minimum=0),
                    default=config.SAMPLE_ROWS, help="rows (default %(default)s)")
-    p.add_argument("--seed", type=whole_number("SEED", config.SAMPLE_SEED, minimum=0),
+    p.add_argument("--seed", type=whole_number("seed", config.SAMPLE_SEED, minimum=0),
                    default=config.SAMPLE_SEED, help="seed (default %(default)s)")
     p.add_argument("--no-faults", action="store_true", help="no malformed rows")
     p.add_argument("--no-meta", action="store_true",
@@ -338,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     0 on success, 2 after one ``fmprep: error: …`` line for anything the user can fix (bad
     arguments included), 130 when interrupted. Anything else is a bug and raises.
     """
+    # Before parsing: argparse's errors name settings too (make variables under make).
+    errors.use_spelling()
     try:
         ns = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, or the parser's one-line error
@@ -357,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         message = describe_os_error(err, _locations(ns)) or describe_storage_error(err)
         if message is None:
             raise
-        print(f"fmprep: error: {message}", file=sys.stderr)
+        print(f"fmprep: error: {render(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fmprep: interrupted; rerun the same command to resume", file=sys.stderr)
@@ -369,19 +382,18 @@ def main(argv: list[str] | None = None) -> int:
 _NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 _REFUSED = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
             errno.EROFS: "read-only file system"}
-_WRITTEN = ("WORK", "OUTPUT", "OUT")  # the settings naming places fmprep writes
+_WRITTEN = ("work", "output", "out")  # the settings naming places fmprep writes
 
 
 def _locations(ns) -> dict[str, str]:
-    """The local paths a command line names, by make variable (WORK, OUTPUT, SOURCE …)."""
+    """The local paths a command line names, by setting (work, output, source …)."""
     from .storage import is_remote
 
     found = {}
-    for var, attr in (("WORK", "work"), ("OUTPUT", "output"), ("OUT", "out"),
-                      ("SOURCE", "source"), ("META", "meta")):
-        value = getattr(ns, attr, None)
+    for name in ("work", "output", "out", "source", "meta"):
+        value = getattr(ns, name, None)
         if value and not is_remote(value):
-            found[var] = value
+            found[name] = value
     return found
 
 
@@ -405,7 +417,7 @@ def _root(value: str) -> str:
 
 
 def _owner(path: str, locations: dict[str, str]) -> str | None:
-    """The variable whose location holds ``path`` (the deepest one, should they nest)."""
+    """The setting whose location holds ``path`` (the deepest one, should they nest)."""
     real = os.path.realpath(path)
     best = None
     for var, value in locations.items():
@@ -429,7 +441,8 @@ def _free(value: str) -> tuple[int, int] | None:
 
 
 def describe_os_error(err: BaseException, locations: dict[str, str]) -> str | None:
-    """One line for a full disk or a refused write or read, naming the setting and the fix.
+    """One line for a full disk or a refused write or read, naming the setting and the fix
+    (with :func:`~fmprep.errors.setting` tokens: render it).
 
     Parameters
     ----------
@@ -437,7 +450,7 @@ def describe_os_error(err: BaseException, locations: dict[str, str]) -> str | No
         What the run raised; its chain is searched for an OSError with errno ENOSPC,
         EDQUOT, EACCES, EPERM or EROFS (Dask re-raises a task's own exception).
     locations : dict
-        Local paths by make variable (``WORK``, ``OUTPUT``, ``SOURCE`` …).
+        Local paths by setting (``work``, ``output``, ``source`` …).
 
     Returns
     -------
@@ -465,18 +478,18 @@ def describe_os_error(err: BaseException, locations: dict[str, str]) -> str | No
                     "follow TMPDIR)")
         free = _free(locations[full[0]])
         left = f" ({free[1] / 2**20:.1f} MiB free)" if free else ""
-        where = " and ".join(f"{v}={locations[v]}" for v in full)
+        where = " and ".join(f"{setting(v)}{locations[v]}" for v in full)
         return (f"{what} writing to {where}{left}; free space on {where} or choose another "
-                f"{' / '.join(f'{v}=' for v in full)}")
+                f"{' / '.join(setting(v) for v in full)}")
     if path is None:
         return None  # e.g. S3's AccessDenied: storage.describe_storage_error names credentials
     reason = _REFUSED[found.errno]
     if var is None:
         return f"{reason}: {path}; fix its permissions or choose another location"
     if found.errno == errno.EROFS:
-        return (f"{var}={locations[var]} is on a {reason} ({path}); choose another {var}= or "
-                "remount it read-write")
+        return (f"{setting(var)}{locations[var]} is on a {reason} ({path}); choose another "
+                f"{setting(var)} or remount it read-write")
     if var in _WRITTEN:
-        return (f"{reason} writing {path} ({var}={locations[var]}); fix its permissions or "
-                f"choose another {var}=")
-    return f"{reason} reading {path} ({var}={locations[var]}); make it readable or copy it"
+        return (f"{reason} writing {path} ({setting(var)}{locations[var]}); fix its permissions "
+                f"or choose another {setting(var)}")
+    return f"{reason} reading {path} ({setting(var)}{locations[var]}); make it readable or copy it"

@@ -21,36 +21,35 @@ import logging
 import os
 import sys
 
-from . import config, storage
-from .errors import FmprepError
+from . import config, errors, storage
+from .errors import FmprepError, aside, setting
 from .freshness import read_manifest
 
 DESCRIPTION = "Train, deploy, query and undeploy the FM model, locally or on SageMaker."
 
-# long option → make variable, for the one-line errors (see fmprep.cli.UserArgumentParser)
-MODEL_VARIABLES = {
-    "--backend": "BACKEND", "--output": "OUTPUT", "--region": "REGION", "--quiet": "QUIET",
-    "--role": "ROLE", "--instance-type": "INSTANCE_TYPE", "--instance-count": "INSTANCE_COUNT",
-    "--image-uri": "IMAGE_URI", "--hp": "HP", "--epochs": "EPOCHS",
-    "--num-factors": "NUM_FACTORS", "--predictor-type": "PREDICTOR_TYPE",
-    "--mini-batch-size": "MINI_BATCH_SIZE", "--port": "PORT", "--customer": "CUSTOMER",
-    "--product": "PRODUCT", "--date": "DATE", "--work": "WORK", "--k": "K",
-    "--artifact": "ARTIFACT", "--model-dir": "MODEL_DIR", "--scheduler": "SCHEDULER",
-    "--input": "INPUT", "--scores": "SCORES", "--input-format": "INPUT_FORMAT",
-    "--part-size": "PART_SIZE"}
+# The long options a make variable of the same name sets (--input-format: INPUT_FORMAT), for
+# the one-line errors (see fmprep.cli.UserArgumentParser and fmprep.errors.render).
+MODEL_SETTINGS = frozenset({
+    "--backend", "--output", "--region", "--quiet", "--role", "--instance-type",
+    "--instance-count", "--image-uri", "--hp", "--epochs", "--num-factors", "--predictor-type",
+    "--mini-batch-size", "--port", "--customer", "--product", "--date", "--work", "--k",
+    "--artifact", "--model-dir", "--scheduler", "--input", "--scores", "--input-format",
+    "--part-size"})
 
 
 # --- arguments ----------------------------------------------------------------------------------
 
 def port_number(text: str) -> int:
-    """An argparse ``type``: a TCP port 0-65535, else one line naming PORT and a fix."""
-    fix = f"use e.g. PORT={config.SERVE_PORT} (PORT=0: any free port)"
+    """An argparse ``type``: a TCP port 0-65535, else one line naming the port setting and a
+    fix (rendered by :meth:`fmprep.cli.UserArgumentParser.error`)."""
+    port = setting("port")
+    fix = f"use e.g. {port}{config.SERVE_PORT} ({port}0: any free port)"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"PORT={text} is not a port number; {fix}") from None
+        raise argparse.ArgumentTypeError(f"{port}{text} is not a port number; {fix}") from None
     if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"PORT={text} is not a port number (0 to 65535); "
+        raise argparse.ArgumentTypeError(f"{port}{text} is not a port number (0 to 65535); "
                                          f"{fix}")
     return value
 
@@ -106,7 +105,7 @@ def add_commands(sub, prog: str, example_prog: str, verbose_help: str | None = N
         g = p.add_argument_group("SageMaker options")
         g.add_argument("--role", help="IAM role ARN SageMaker assumes (required for sagemaker)")
         g.add_argument("--instance-type", help=f"{what} instance type (default {instance_type})")
-        g.add_argument("--instance-count", type=whole_number("INSTANCE_COUNT", instance_count),
+        g.add_argument("--instance-count", type=whole_number("instance_count", instance_count),
                        help=f"{what} instances (default {instance_count})")
         g.add_argument("--image-uri", help="FM container image (default: the region's "
                                            "factorization-machines:1)")
@@ -168,7 +167,7 @@ def add_commands(sub, prog: str, example_prog: str, verbose_help: str | None = N
     p = add("recommend", "top K products per customer from the ranking model → "
             "OUTPUT/recommendations/ (or one customer's list with --customer)",
             "{prog} recommend --k 10   |   {prog} recommend --customer 10001")
-    p.add_argument("--k", type=whole_number("K", 10), default=10,
+    p.add_argument("--k", type=whole_number("k", 10), default=10,
                    help="products per customer (default %(default)s)")
     p.add_argument("--customer", help="print this customer's list (customer_id as in the "
                                       "source) instead of writing every customer's")
@@ -203,7 +202,8 @@ def hyperparameters(ns) -> dict:
     for item in ns.hp:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise FmprepError(f"--hp {item!r} is not NAME=VALUE; e.g. --hp linear_lr=0.01")
+            hp_ = setting("hp")
+            raise FmprepError(f"{hp_}{item!r} is not NAME=VALUE; e.g. {hp_}linear_lr=0.01")
         hp[name.strip()] = value.strip()
     for name in ("epochs", "num_factors", "predictor_type", "mini_batch_size"):
         value = getattr(ns, name)
@@ -303,17 +303,18 @@ def cmd_predict(ns) -> None:
     try:
         date = dt.date.fromisoformat(ns.date) if ns.date else None
     except ValueError:
-        raise FmprepError(f"DATE={ns.date!r} (--date) is not a date; use YYYY-MM-DD") from None
+        raise FmprepError(f"{setting('date')}{ns.date!r}{aside('date')} is not a date; use "
+                          "YYYY-MM-DD") from None
     manifest = read_manifest(ns.output)
     record = deployment(ns.output, ns.backend, manifest)
     indices, values, info = fm_row(ns.output, ns.work, ns.customer, ns.product, date)
     date = info["date"]
     if info["clipped_days"] is not None:
         lo, hi = info["seen_days"]
-        _log(ns).warning("DATE %s is %d days after customer %s's first review; training saw %d "
+        _log(ns).warning("%s%s is %d days after customer %s's first review; training saw %d "
                          "to %d days, so the model is asked about %d days (it cannot "
-                         "extrapolate)", date, info["days"], ns.customer, lo, hi,
-                         info["clipped_days"])
+                         "extrapolate)", setting("date"), date, info["days"], ns.customer, lo,
+                         hi, info["clipped_days"])
     body = sparse_json_body([0, len(indices)], indices, values, info["feature_dim"])
     answer = invoke(record, ns.backend, body, region=ns.region)
     score = prediction_text(answer["predictions"][0], manifest.get("label_range"))
@@ -420,7 +421,7 @@ def build_parser(prog: str, epilog: str, example_prog: str) -> argparse.Argument
 
     class Parser(UserArgumentParser):
         TOOL = prog
-        VARIABLES = MODEL_VARIABLES
+        SETTINGS = MODEL_SETTINGS
 
     parser = Parser(prog=prog, description=DESCRIPTION, epilog=epilog,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -435,13 +436,17 @@ def main(argv: list[str] | None, prog: str, epilog: str, example_prog: str) -> i
     0 on success, 2 after one ``<prog>: error: …`` line for anything the user can fix (bad
     arguments included), 130 when interrupted.
     """
+    # Before parsing: argparse's errors name settings too (make variables under make).
+    errors.use_spelling()
     try:
         ns = build_parser(prog, epilog, example_prog).parse_args(argv)
     except SystemExit as done:  # --help, or the parser's one-line error
         return done.code if isinstance(done.code, int) else 2 if done.code else 0
+    from .logs import StderrHandler, configure_libraries, verbose_from_env
+
+    # StderrHandler renders the settings log lines name, as errors are.
     logging.basicConfig(level=logging.WARNING if ns.quiet else logging.INFO,
-                        format="%(name)s: %(message)s", stream=sys.stderr)
-    from .logs import configure_libraries, verbose_from_env
+                        format="%(name)s: %(message)s", handlers=[StderrHandler()])
 
     # botocore's INFO lines ("Found credentials in environment variables") only with VERBOSE=1.
     configure_libraries(verbose_from_env())

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 
-from .errors import FmprepError
+from .errors import FmprepError, setting
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def dask_client(scheduler: str | None = None, memory_limit: str = "auto"):
             client = Client(address, timeout="20s")
     except (OSError, TimeoutError, ValueError) as err:
         raise FmprepError(f"cannot reach the Dask scheduler at {address} ({err}); start it or "
-                          "fix SCHEDULER=") from None
+                          f"fix {setting('scheduler')}") from None
     with client:
         log.info("dask: %s%s", address, _dashboard(client))
         yield client

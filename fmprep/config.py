@@ -73,12 +73,6 @@ class PrepSettings:
 
     FILTER_MODES = ("single", "kcore")
     DAYS_SCALES = ("raw", "years", "unit")
-    # The make variable of each setting (the CLI flag is --min-customer-ratings etc.), so that
-    # an error names what the user typed.
-    VARIABLES = {"min_customer_ratings": "MIN_CUSTOMER_RATINGS",
-                 "min_product_ratings": "MIN_PRODUCT_RATINGS", "filter_mode": "FILTER_MODE",
-                 "train_shards": "TRAIN_SHARDS", "test_shards": "TEST_SHARDS",
-                 "days_scale": "DAYS_SCALE", "part_size": "PART_SIZE"}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,15 +87,17 @@ class PrepSettings:
         """
         from dask.utils import parse_bytes  # the parser ingest uses: the same sizes pass
 
-        from .errors import FmprepError
+        from .errors import FmprepError, setting
 
-        value, fix = self.part_size, f"use e.g. PART_SIZE={PrepSettings.part_size}"
+        # Each field's name is its setting's: the error is spelled as the user set it.
+        var = setting("part_size")
+        value, fix = self.part_size, f"use e.g. {var}{PrepSettings.part_size}"
         try:
             size = int(parse_bytes(value) if isinstance(value, str) else value)
         except (ValueError, TypeError, OverflowError):
-            raise FmprepError(f"PART_SIZE={value} is not a size; {fix}") from None
+            raise FmprepError(f"{var}{value} is not a size; {fix}") from None
         if size <= 0:
-            raise FmprepError(f"PART_SIZE={value} must be more than 0 bytes; {fix}")
+            raise FmprepError(f"{var}{value} must be more than 0 bytes; {fix}")
         return size
 
     def validate(self) -> None:
@@ -110,25 +106,26 @@ class PrepSettings:
         Raises
         ------
         fmprep.errors.FmprepError
-            One line naming the make variable, the value given and one that works, e.g.
-            ``TRAIN_SHARDS=0 must be a whole number ≥ 1; use e.g. TRAIN_SHARDS=10``.
+            One line naming the setting, the value given and one that works, e.g.
+            ``--train-shards=0 must be a whole number ≥ 1; use e.g. --train-shards=10`` (the
+            make variable instead under make: :mod:`fmprep.errors`).
         """
         import numbers
 
-        from .errors import FmprepError
+        from .errors import FmprepError, setting
 
         for name in ("min_customer_ratings", "min_product_ratings", "train_shards",
                      "test_shards"):
-            value, var = getattr(self, name), self.VARIABLES[name]
+            value, var = getattr(self, name), setting(name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise FmprepError(f"{var}={value} must be a whole number ≥ 1; use e.g. "
-                                  f"{var}={getattr(PrepSettings, name)}")
+                raise FmprepError(f"{var}{value} must be a whole number ≥ 1; use e.g. "
+                                  f"{var}{getattr(PrepSettings, name)}")
         for name, choices in (("filter_mode", self.FILTER_MODES),
                               ("days_scale", self.DAYS_SCALES)):
-            value, var = getattr(self, name), self.VARIABLES[name]
+            value, var = getattr(self, name), setting(name)
             if value not in choices:
-                raise FmprepError(f"{var}={value} is not one of {', '.join(choices)}; use e.g. "
-                                  f"{var}={choices[0]}")
+                raise FmprepError(f"{var}{value} is not one of {', '.join(choices)}; use e.g. "
+                                  f"{var}{choices[0]}")
         self.part_bytes()
 
 
@@ -168,8 +165,8 @@ FM_OPTIONAL = (
 # decays to tune, and it beat SGD, surprise SVD and the biases baseline in
 # benchmarks/bench_fm.py), ``sgd`` (mini-batch Adam with SageMaker's hyperparameters, the
 # twin of a SageMaker job), or ``auto``: mcmc, unless the predictor is a binary_classifier (the
-# sampler models ratings, not 0/1 labels) or a setting only SGD reads is given (EPOCHS=,
-# NUM_FACTORS=, a learning rate...: the user means SGD). The mcmc_* options are the sampler's; its
+# sampler models ratings, not 0/1 labels) or a setting only SGD reads is given (epochs,
+# num_factors, a learning rate...: the user means SGD). The mcmc_* options are the sampler's; its
 # model has mcmc_rank * mcmc_keep factors (defaults chosen on validation rows, fmprep.model.mcmc).
 #
 # ``early_stopping*`` (SGD only, so giving one makes ``auto`` choose sgd; on by default): ``epochs``
@@ -195,7 +192,7 @@ FM_LOCAL_OPTIONS = {
 # weights in 3 epochs (fmprep.model.sgd docstring). A SageMaker job gets them (without
 # ``solver``) for every name the user leaves unset:
 # fmprep.model.hyperparameters.sagemaker_default_hyperparameters. Chosen on fmprep.sample data
-# at 20 k and 1 M rows prepped with DAYS_SCALE=years (benchmarks/bench_fm.py). The weight
+# at 20 k and 1 M rows prepped with days_scale years (benchmarks/bench_fm.py). The weight
 # decays depend on the data size: linear_wd = FM_LOCAL_L2["linear"] / train_rows and
 # factors_wd = FM_LOCAL_L2["factors"] / train_rows (L2 penalties in least-squares units, like
 # the biases baseline's reg=5); fmprep.model.hyperparameters.recommended_hyperparameters(

@@ -15,7 +15,7 @@ import numpy as np
 from . import owned, partio, recordio, storage
 from .config import (INGEST_MANIFEST, MANIFEST, MANIFEST_FORMAT, REJECTS_DIR, REJECTS_SAMPLE,
                      SHARD_SUFFIX)
-from .errors import FmprepError
+from .errors import FmprepError, command
 
 
 def encode_part(part_url: str, shard_url: str, feature_dim: int,
@@ -61,7 +61,7 @@ def clear(output: str, storage_options: dict | None = None) -> None:
     a trained model, the report and deployment records beside them stay (see
     :mod:`fmprep.owned`).
     """
-    owned.claim(output, "OUTPUT", storage_options)
+    owned.claim(output, "output", storage_options)
     old = storage.read_json(storage.join(output, MANIFEST), storage_options)
     owned.remove_files(output, [MANIFEST], storage_options)
     owned.remove_files(output, owned.listed_files(old) + owned.fmprep_files(
@@ -91,7 +91,7 @@ def encode(work: str, output: str, storage_options: dict | None = None,
     """
     prepared = storage.read_json(storage.join(work, MANIFEST), storage_options)
     if prepared is None:
-        raise FmprepError(f"{work} has no finished prepare stage; run make data (or "
+        raise FmprepError(f"{work} has no finished prepare stage; run {command('data')} (or "
                           "`fmprep prepare`) first")
     clear(output, storage_options)
     feature_dim = prepared["feature_dim"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from . import config, storage
 from .config import MANIFEST
-from .errors import FmprepError
+from .errors import FmprepError, aside, command, setting
 
 
 def data_stamp(manifest: dict) -> dict:
@@ -31,7 +31,7 @@ def stale_reason(trained_on: dict | None, manifest: dict) -> str | None:
         return (f"it has feature_dim {trained_on['feature_dim']}, the data now has "
                 f"{now['feature_dim']}")
     if trained_on.get("key") and now["key"] and trained_on["key"] != now["key"]:
-        return "make data has rebuilt the data since (other ids or rows)"
+        return f"{command('data')} has rebuilt the data since (other ids or rows)"
     return None
 
 
@@ -53,7 +53,7 @@ def check_model(model_meta: dict, manifest: dict, where: str) -> None:
     reason = stale_reason(trained_on, manifest)
     if reason:
         raise FmprepError(f"the model in {where} was trained on earlier data ({reason}); run "
-                          "make train first")
+                          f"{command('train')} first")
 
 
 def stale_notes(output: str, manifest: dict, storage_options: dict | None = None) -> list[str]:
@@ -67,16 +67,18 @@ def stale_notes(output: str, manifest: dict, storage_options: dict | None = None
         reason = stale_reason(trained_on, manifest)
         if reason:
             notes.append(f"the model in {model_dir} was trained on earlier data ({reason}); "
-                         "predict and deploy refuse it until you run make train")
+                         f"predict and deploy refuse it until you run {command('train')}")
     local = storage.read_json(storage.join(output, config.ENDPOINT_RECORD), storage_options)
     if local is not None and stale_reason(local.get("data"), manifest):
         notes.append(f"the local server at {local.get('url')} (pid {local.get('pid')}) still "
-                     "serves a model of earlier data; make undeploy, make train, make deploy")
+                     f"serves a model of earlier data; {command('undeploy')}, "
+                     f"{command('train')}, {command('deploy')}")
     record = storage.read_json(storage.join(output, config.SAGEMAKER_RECORD), storage_options)
     endpoint = (record or {}).get("endpoint")
     if endpoint and stale_reason(endpoint.get("data"), manifest):
         notes.append(f"SageMaker endpoint {endpoint.get('name')} still serves a model of "
-                     "earlier data (and is billed); make undeploy BACKEND=sagemaker, then "
+                     f"earlier data (and is billed); {command('undeploy')} "
+                     f"{setting('backend')}sagemaker, then "
                      "train and deploy again")
     return notes
 
@@ -85,6 +87,6 @@ def read_manifest(output: str, storage_options: dict | None = None) -> dict:
     """OUTPUT's manifest, or one line naming make data."""
     manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
     if manifest is None:
-        raise FmprepError(f"no {MANIFEST} in {output}; run make data first (or pass --output / "
-                          "OUTPUT=)")
+        raise FmprepError(f"no {MANIFEST} in {output}; run {command('data')} first (or pass "
+                          f"{setting('output')}{aside('output')})")
     return manifest

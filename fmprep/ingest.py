@@ -26,7 +26,7 @@ from dask.utils import parse_bytes
 from . import owned, partio, progress, storage
 from .config import (INGEST_MANIFEST, MANIFEST, MANIFEST_FORMAT, PARQUET_OPTIONS, REJECTS_DIR,
                      REJECTS_SAMPLE, REVIEWS_DIR)
-from .errors import FmprepError
+from .errors import FmprepError, setting
 from .sources import (AUTO, BLOCK_SIZE, MAX_BLOCK_SIZE, REJECT_REASONS, REVIEWS_SCHEMA,
                       TITLE_REASONS, TITLES_SCHEMA, LineTooLong, check_format, check_sources,
                       clean_batch, open_reviews, open_titles)
@@ -142,7 +142,8 @@ def _ingest_stream(url, index, out_dir, part_size, block_size, storage_options, 
     rejects = src.rejects
     if rows_valid + rejects.total == 0:
         header = "a header but " if src.format in _HEADER_FORMATS else ""
-        raise FmprepError(f"{url} has {header}no rows; point SOURCE= at a file with reviews")
+        raise FmprepError(f"{url} has {header}no rows; point {setting('source')} at a file "
+                          "with reviews")
     _write_rejects(storage.join(rejects_dir, f"{index:04d}-{REJECTS_SAMPLE}"), rejects,
                    storage_options)
     return {"source": url, "format": src.format, "rows_read": rows_valid + rejects.total,
@@ -246,7 +247,7 @@ def _join_titles(out_dir: str, parts: list[str], title_parts: list[str], n_title
 
 def _check_title_coverage(out_dir: str, parts: list[str], meta: list[str],
                           storage_options) -> None:
-    """Stop when META= titled none of the source's products; warn when it titled only some.
+    """Stop when the meta files titled none of the source's products; warn when it titled only some.
 
     Counted over the ingested parts, after the join: a product has a title when any of its
     rows has one.
@@ -262,12 +263,13 @@ def _check_title_coverage(out_dir: str, parts: list[str], meta: list[str],
         theirs = _first_title_id(meta[0], storage_options)
         seen = f"; META's look like {theirs!r}" if theirs is not None else ", and META has none"
         raise FmprepError(f"META ({names}) gives a title to none of the {without} products of "
-                          f"SOURCE (whose ids look like {example!r}{seen}); set META= to the "
-                          "metadata file of the same dataset and category as SOURCE")
+                          f"SOURCE (whose ids look like {example!r}{seen}); set "
+                          f"{setting('meta')} to the metadata file of the same dataset and "
+                          "category as SOURCE")
     if without:
         log.warning("warning: META (%s) gave titles to %d of %d products; the other %d keep an "
-                    "empty title (check that META= is the metadata of SOURCE's category)",
-                    names, with_title, with_title + without, without)
+                    "empty title (check that %s is the metadata of SOURCE's category)",
+                    names, with_title, with_title + without, without, setting("meta"))
 
 
 def _first_title_id(url: str, storage_options) -> str | None:
@@ -356,7 +358,8 @@ def ingest(sources: list[str], work: str, part_size: str | int = "128MB",
     totals["rows_rejected"] = sum(totals["rejected"].values())
     if totals["rows_valid"] == 0:
         raise FmprepError(f"no valid rows in {', '.join(sources)} (all {totals['rows_read']} "
-                          f"rejected: see {out_dir}); check SOURCE= and FORMAT=")
+                          f"rejected: see {out_dir}); check {setting('source')} and "
+                          f"{setting('format')}")
     parts = [p for r in results for p in r["parts"]]
     manifest = {"format": MANIFEST_FORMAT, "stage": "ingest", "key": key,
                 "source_format": fmt, "sources": fingerprints, "part_size": part_bytes,
@@ -396,7 +399,7 @@ def clear(work: str, storage_options: dict | None = None) -> None:
     Only files that the previous run listed, or that carry ingest's own names in its own
     folders, are deleted (see :mod:`fmprep.owned`).
     """
-    owned.claim(work, "WORK", storage_options)
+    owned.claim(work, "work", storage_options)
     old = storage.read_json(storage.join(work, INGEST_MANIFEST), storage_options)
     owned.remove_files(work, [INGEST_MANIFEST], storage_options)
     owned.remove_files(work, owned.listed_files(old) + owned.fmprep_files(work, OWN_FILES,

@@ -1,9 +1,13 @@
-"""Which libraries' log lines reach stderr: none of their chatter unless asked (-v, VERBOSE=1).
+"""Which libraries' log lines reach stderr: none of their chatter unless asked (-v, or the
+make variable VERBOSE set to 1).
 
 fmprep's commands print their own lines. Without this, botocore says "Found credentials in
 environment variables" on every command run under ``logging.basicConfig(level=INFO)``
 (scripts/train_deploy.py), and distributed's shuffle plugin logs each shuffle it starts and
-stops at WARNING level on a LocalCluster (``SCHEDULER=local``), QUIET=1 or not.
+stops at WARNING level on a LocalCluster (the ``local`` scheduler), quiet or not.
+
+fmprep's own lines go through :class:`StderrHandler`, which spells the settings they name as
+errors are spelled (:func:`fmprep.errors.render`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+
+from .errors import render
 
 # Library loggers and the level below which their records are dropped when not verbose.
 QUIET_LEVELS = {
@@ -27,12 +33,15 @@ RETRY_WORDS = ("retry needed", "retrying", "max attempts", "quota")
 
 
 def verbose_from_env() -> bool:
-    """True when ``FMPREP_VERBOSE`` (what ``make … VERBOSE=1`` sets) is set and not 0/false."""
+    """True when the FMPREP_VERBOSE environment variable (what make's VERBOSE sets) is set and
+    not 0/false."""
     return os.environ.get("FMPREP_VERBOSE", "").strip().lower() not in ("", "0", "false", "no")
 
 
 class StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
+    """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test), with the
+    settings a line names spelled for the command line (``log.warning("… %s", setting(…))``).
+    """
 
     @property
     def stream(self):
@@ -41,6 +50,16 @@ class StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, _value):
         pass
+
+    def format(self, record: logging.LogRecord) -> str:
+        # After formatting: a setting may come from the message or from its arguments.
+        return render(super().format(record))
+
+
+class _LibraryPrinter(StderrHandler):
+    # The root handler configure_libraries adds; a program's own StderrHandler on the root
+    # (scripts/train_deploy.py's) is not one, so configure_libraries never removes that.
+    pass
 
 
 class _NotFmprep(logging.Filter):
@@ -78,9 +97,9 @@ def configure_libraries(verbose: bool, handler: bool = False) -> None:
         if verbose:
             logger.addFilter(_RetriesOnly())
     root = logging.getLogger()
-    ours = [h for h in root.handlers if isinstance(h, StderrHandler)]
+    ours = [h for h in root.handlers if isinstance(h, _LibraryPrinter)]
     if verbose and handler and not ours:
-        printer = StderrHandler()
+        printer = _LibraryPrinter()
         printer.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         printer.addFilter(_NotFmprep())
         root.addHandler(printer)

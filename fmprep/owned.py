@@ -20,7 +20,7 @@ import posixpath
 from collections.abc import Iterable
 
 from . import storage
-from .errors import FmprepError
+from .errors import FmprepError, setting
 
 MARKER = ".fmprep.json"   # a dot file: Parquet readers (pandas, pyarrow, Dask) skip it
 MARKER_FORMAT = "fmprep-owner/1"
@@ -41,15 +41,15 @@ def _is_fmprep_manifest(fs, path: str) -> bool:
     return isinstance(doc, dict) and str(doc.get("format", "")).startswith("fmprep/")
 
 
-def claim(url: str, variable: str, storage_options: dict | None = None) -> None:
+def claim(url: str, name: str, storage_options: dict | None = None) -> None:
     """Make ``url`` a directory fmprep may write and clean, or refuse with one line.
 
     Parameters
     ----------
     url : str
         WORK or OUTPUT (local path or URL; a bucket root is a directory like any other).
-    variable : str
-        The setting that named it (``WORK`` or ``OUTPUT``), for the message.
+    name : str
+        The setting that named it (``work``, ``output`` or ``scores``), for the message.
     storage_options : dict, optional
         fsspec options.
 
@@ -62,6 +62,7 @@ def claim(url: str, variable: str, storage_options: dict | None = None) -> None:
     path = path.rstrip("/") or path
     fs.invalidate_cache(path)
     marker = _join(path, MARKER) if storage.is_remote(url) else os.path.join(path, MARKER)
+    variable = setting(name)
     try:
         if fs.exists(marker):
             return
@@ -70,10 +71,10 @@ def claim(url: str, variable: str, storage_options: dict | None = None) -> None:
         kind = None
     except NotADirectoryError:
         raise FmprepError(f"cannot write to {url}: a folder on its path is a file; choose "
-                          f"another {variable}=") from None
+                          f"another {variable}") from None
     if kind == "file":
-        raise FmprepError(f"{variable}={url} is a file; {variable} must be a directory: choose "
-                          f"a new or empty one (fmprep never overwrites files it did not write)")
+        raise FmprepError(f"{variable}{url} is a file; it must be a directory: choose a new "
+                          "or empty one (fmprep never overwrites files it did not write)")
     if kind is not None:
         entries = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
         entries = [e for e in entries if e and not e.startswith(".fmprep-write-test-")]
@@ -83,7 +84,7 @@ def claim(url: str, variable: str, storage_options: dict | None = None) -> None:
         if entries and not legacy:
             shown = ", ".join(entries[:3]) + (", …" if len(entries) > 3 else "")
             raise FmprepError(
-                f"{variable}={url} holds files fmprep did not write ({shown}); choose a new or "
+                f"{variable}{url} holds files fmprep did not write ({shown}); choose a new or "
                 f"empty directory for {variable} (fmprep deletes only what it wrote)")
     note = {"format": MARKER_FORMAT,
             "note": "this directory is written by fmprep; fmprep deletes only files it wrote here"}
@@ -93,7 +94,7 @@ def claim(url: str, variable: str, storage_options: dict | None = None) -> None:
         if storage.describe_storage_error(err) and storage.is_remote(url):
             raise  # the CLI explains S3 errors (credentials, network) in one line
         raise FmprepError(f"cannot write to {url}: {getattr(err, 'strerror', None) or err}; "
-                          f"choose a writable location for {variable}= or fix its "
+                          f"choose a writable location for {variable} or fix its "
                           "permissions") from None
 
 
@@ -156,7 +157,8 @@ def make_dirs(base: str, names: Iterable[str], storage_options: dict | None = No
                 os.makedirs(os.path.join(base, n), exist_ok=True)
             except OSError as err:
                 raise FmprepError(f"cannot write to {base}: {err.strerror or err}; choose a "
-                                  "writable location (WORK= / OUTPUT=) or fix its permissions")
+                                  f"writable location ({setting('work')} / {setting('output')}) "
+                                  "or fix its permissions")
     storage.check_writable(base, storage_options)
 
 

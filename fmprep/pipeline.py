@@ -21,7 +21,7 @@ from . import ingest as ingest_stage
 from . import prepare as prepare_stage
 from . import owned, progress, storage
 from .config import INGEST_MANIFEST, MANIFEST, REVIEWS_DIR, PrepSettings
-from .errors import FmprepError
+from .errors import FmprepError, setting
 from .freshness import stale_notes
 from .sources import check_format
 
@@ -47,11 +47,11 @@ def validate_settings(settings: PrepSettings) -> None:
 
 
 def expand_meta(meta: str | None, storage_options) -> list[str]:
-    """The metadata files ``META=`` names (a file, glob or directory), or a one-line error
-    naming META=."""
+    """The metadata files the ``meta`` setting names (a file, glob or directory), or a
+    one-line error naming that setting."""
     if not meta:
         return []
-    return storage.expand_sources(meta, storage_options, role="META")
+    return storage.expand_sources(meta, storage_options, role="meta")
 
 
 def claim_locations(work: str, output: str, storage_options=None) -> None:
@@ -68,9 +68,9 @@ def claim_locations(work: str, output: str, storage_options=None) -> None:
         return fs.protocol, path.rstrip("/")
     if where(work) == where(output):
         raise FmprepError(f"WORK and OUTPUT are both {output}; give them different directories "
-                          "(e.g. WORK=data/work OUTPUT=data/output)")
-    owned.claim(work, "WORK", storage_options)
-    owned.claim(output, "OUTPUT", storage_options)
+                          f"(e.g. {setting('work')}data/work {setting('output')}data/output)")
+    owned.claim(work, "work", storage_options)
+    owned.claim(output, "output", storage_options)
 
 
 def _done(url: str, key: str, storage_options) -> dict | None:
@@ -154,10 +154,10 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
     show_progress : bool
         Draw progress bars on stderr (the CLI sets it for terminals).
     fmt : str
-        Source format (``FORMAT=``): ``auto`` sniffs each file, or one of
+        Source format (the ``format`` setting): ``auto`` sniffs each file, or one of
         :data:`fmprep.sources.FORMATS`.
     meta : str, optional
-        Path, URL or glob of product metadata files (``META=``) giving titles to sources
+        Path, URL or glob of product metadata files (the ``meta`` setting) giving titles to sources
         without them (Amazon Reviews 2023, MovieLens).
 
     Returns

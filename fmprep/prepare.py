@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 from . import owned, partio, storage
 from .config import INGEST_MANIFEST, MANIFEST, MANIFEST_FORMAT, REVIEWS_DIR, PrepSettings
-from .errors import FmprepError
+from .errors import FmprepError, command, setting
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +412,7 @@ def _ingested_parts(work: str, storage_options: dict | None) -> tuple[dict, list
     manifest = storage.read_json(storage.join(work, INGEST_MANIFEST), storage_options)
     if manifest is None:
         raise FmprepError(f"{storage.join(work, REVIEWS_DIR)} is missing or incomplete; run the "
-                          "previous stage first (make data runs them all)")
+                          f"previous stage first ({command('data')} runs them all)")
     return manifest, [storage.join(work, REVIEWS_DIR, p) for p in manifest["parts"]]
 
 
@@ -436,7 +436,7 @@ def capped_shards(settings: PrepSettings, train_rows: int, test_rows: int) -> tu
     """Shards per channel: as many as asked for, but no more than the channel has rows.
 
     A shard beyond the rows could only be empty, yet costs a task and a file in every step
-    of the shuffle into shards: TRAIN_SHARDS=100000 on 6 k rows ran for 11 minutes. Each cap
+    of the shuffle into shards: 100000 train shards on 6 k rows ran for 11 minutes. Each cap
     is logged as a warning.
 
     Returns
@@ -445,12 +445,13 @@ def capped_shards(settings: PrepSettings, train_rows: int, test_rows: int) -> tu
         Train and test shards, each at least 1.
     """
     counts = []
-    for var, asked, rows in (("TRAIN_SHARDS", settings.train_shards, train_rows),
-                             ("TEST_SHARDS", settings.test_shards, test_rows)):
+    for name, asked, rows in (("train_shards", settings.train_shards, train_rows),
+                              ("test_shards", settings.test_shards, test_rows)):
         cap = max(1, rows)
         if asked > cap:
-            log.warning("warning: %s=%d is more than the %d rows of that channel; writing %d "
-                        "shards (use %s=%d or less)", var, asked, rows, cap, var, cap)
+            var = setting(name)
+            log.warning("warning: %s%d is more than the %d rows of that channel; writing %d "
+                        "shards (use %s%d or less)", var, asked, rows, cap, var, cap)
         counts.append(min(asked, cap))
     return counts[0], counts[1]
 
@@ -473,7 +474,7 @@ def clear(work: str, storage_options: dict | None = None) -> None:
     Only files that the previous run listed, or that carry prepare's own names in its own
     folders, are deleted (see :mod:`fmprep.owned`).
     """
-    owned.claim(work, "WORK", storage_options)
+    owned.claim(work, "work", storage_options)
     old = storage.read_json(storage.join(work, MANIFEST), storage_options)
     if old is not None and old.get("stage") == "prepare":
         owned.remove_files(work, [MANIFEST], storage_options)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import owned, storage
-from .errors import FmprepError
+from .errors import FmprepError, command, setting
 
 __all__ = ["recommend_output", "recommend_customer", "top_k", "RECOMMENDATIONS_DIR"]
 
@@ -141,7 +141,7 @@ def _items_table(work: str, num_users: int, num_items: int,
                                    (items["item"].to_numpy() != np.arange(
                                        num_users, num_users + num_items)).any()):
         raise FmprepError(f"{work}/items does not match OUTPUT's manifest ({num_items} items); "
-                          "run make data again")
+                          f"run {command('data')} again")
     return items
 
 
@@ -153,10 +153,11 @@ def _setup(output: str, work: str | None, model_dir: str | None,
 
     manifest = read_manifest(output, storage_options)
     if "num_users" not in manifest:
-        raise FmprepError(f"{output}'s manifest lacks num_users/num_items; run make data again")
+        raise FmprepError(f"{output}'s manifest lacks num_users/num_items; run {command('data')} "
+                          "again")
     work = work or manifest.get("work")
     if not work:
-        raise FmprepError("the manifest does not say where WORK is; pass WORK=")
+        raise FmprepError(f"the manifest does not say where WORK is; pass {setting('work')}")
     model_dir = model_dir or storage.join(output, LOCAL_MODEL_DIR)
     model = ranking_model_for(output, manifest, model_dir, storage_options)
     return manifest, work, model
@@ -204,10 +205,10 @@ def recommend_output(output: str, k: int = 10, work: str | None = None,
     from .partio import write_parts_tasks
 
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise FmprepError(f"K={k!r} must be a whole number >= 1")
+        raise FmprepError(f"{setting('k')}{k!r} must be a whole number >= 1")
     manifest, work, model = _setup(output, work, model_dir, storage_options)
     num_users, num_items = int(manifest["num_users"]), int(manifest["num_items"])
-    owned.claim(output, "OUTPUT", storage_options)
+    owned.claim(output, "output", storage_options)
     out_dir = storage.join(output, RECOMMENDATIONS_DIR)
     previous = storage.read_json(storage.join(out_dir, MANIFEST_NAME), storage_options)
     # Manifest first, parts after: from here on the folder never looks complete until done.
@@ -246,7 +247,7 @@ def recommend_output(output: str, k: int = 10, work: str | None = None,
 def recommend_customer(output: str, customer: str, k: int = 10, work: str | None = None,
                        model_dir: str | None = None,
                        storage_options: dict | None = None) -> pd.DataFrame:
-    """One customer's top ``k`` (``make recommend CUSTOMER=…``), computed directly.
+    """One customer's top ``k`` (``make recommend`` for one ``customer``), computed directly.
 
     Returns
     -------
@@ -267,8 +268,9 @@ def recommend_customer(output: str, customer: str, k: int = 10, work: str | None
         columns=["user"], filter=ds.field("customer_id") == str(customer))
     if found.num_rows == 0:
         raise FmprepError(f"customer {customer!r} is not in {work}/users (customers with fewer "
-                          "than MIN_CUSTOMER_RATINGS reviews are filtered out); pick another "
-                          "CUSTOMER=")
+                          f"reviews than the {setting('min_customer_ratings')} minimum are "
+                          "filtered out); "
+                          f"pick another {setting('customer')}")
     user = int(found.column("user")[0].as_py())
     fs, path = storage.filesystem(storage.join(work, "train"), storage_options)
     seen = ds.dataset(path, filesystem=fs, format="parquet").to_table(

@@ -80,7 +80,7 @@ import pyarrow.parquet as pq
 from . import config, owned, partio, retries, storage
 from .cluster import dask_client
 from .config import MANIFEST, PARQUET_OPTIONS
-from .errors import FmprepError
+from .errors import FmprepError, command, setting
 from .freshness import check_model, data_stamp, read_manifest
 
 __all__ = ["DEFAULT_BLOCKSIZE", "MANIFEST_NAME", "SCHEMA", "SCORES_DIR", "read_pairs",
@@ -88,10 +88,10 @@ __all__ = ["DEFAULT_BLOCKSIZE", "MANIFEST_NAME", "SCHEMA", "SCORES_DIR", "read_p
 
 log = logging.getLogger(__name__)
 
-SCORES_DIR = "scores"                    # OUTPUT/scores unless SCORES= says otherwise
+SCORES_DIR = "scores"                    # OUTPUT/scores unless the scores setting says otherwise
 MANIFEST_NAME = "_manifest.json"         # "_": Parquet readers skip it when reading the parts
 FORMAT = "fmprep-scores/1"
-TRANSFORM_INPUT = "transform-input"      # BACKEND=sagemaker: the RecordIO the job reads
+TRANSFORM_INPUT = "transform-input"      # backend sagemaker: the RecordIO the job reads
 TRANSFORM_OUTPUT = "transform-output"    # … the JSON Lines it writes
 TRANSFORM_ROWS = "transform-rows"        # … the rows waiting for their scores (removed after)
 # fmprep's own names under SCORES (fmprep.owned): a crashed run leaves no manifest listing them.
@@ -143,8 +143,9 @@ def _kind_by_name(name: str) -> str | None:
 def _resolve_input(input: str, input_format: str, storage_options: dict | None) -> str:
     """``csv`` or ``parquet`` for ``input``, after checking that it exists."""
     if input_format not in ("auto", "csv", "parquet"):
-        raise FmprepError(f"INPUT_FORMAT={input_format} is not one of auto, csv, parquet; use "
-                          "e.g. INPUT_FORMAT=csv")
+        var = setting("input_format")
+        raise FmprepError(f"{var}{input_format} is not one of auto, csv, parquet; use e.g. "
+                          f"{var}csv")
     fs, path = storage.filesystem(input, storage_options)
     if any(ch in path for ch in "*?["):
         matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
@@ -157,12 +158,13 @@ def _resolve_input(input: str, input_format: str, storage_options: dict | None) 
             kind = None
         names = [path]
     if kind is None:
-        raise FmprepError(f"INPUT={input} not found; set INPUT= to an existing CSV or Parquet "
-                          "file, a Parquet directory, an s3:// URI or a glob")
+        raise FmprepError(f"{setting('input')}{input} not found; set {setting('input')} to an "
+                          "existing CSV or Parquet file, a Parquet directory, an s3:// URI or a "
+                          "glob")
     if kind == "directory":
         if input_format == "csv":
-            raise FmprepError(f"INPUT={input} is a directory; for CSV give a file or a glob "
-                              f"such as INPUT='{input.rstrip('/')}/*.csv'")
+            raise FmprepError(f"{setting('input')}{input} is a directory; for CSV give a file or "
+                              f"a glob such as {setting('input')}'{input.rstrip('/')}/*.csv'")
         return "parquet"  # a directory is a Parquet dataset
     if input_format != "auto":
         return input_format
@@ -170,8 +172,9 @@ def _resolve_input(input: str, input_format: str, storage_options: dict | None) 
         found = _kind_by_name(name)
         if found:
             return found
-    raise FmprepError(f"cannot tell whether INPUT={input} is CSV or Parquet from its name; name "
-                      "it .csv or .parquet, or pass INPUT_FORMAT=csv or INPUT_FORMAT=parquet")
+    var = setting("input_format")
+    raise FmprepError(f"cannot tell whether {setting('input')}{input} is CSV or Parquet from its "
+                      f"name; name it .csv or .parquet, or pass {var}csv or {var}parquet")
 
 
 def _as_ids(s: pd.Series) -> pd.Series:
@@ -251,7 +254,7 @@ def read_pairs(input: str, input_format: str = "auto", blocksize: str | int | No
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         shown = ", ".join(map(str, columns[:8])) + (", …" if len(columns) > 8 else "")
-        raise FmprepError(f"INPUT={input} has no column {missing[0]} (its columns: "
+        raise FmprepError(f"{setting('input')}{input} has no column {missing[0]} (its columns: "
                           f"{shown or 'none'}); its header must name customer_id and "
                           "product_id (review_date YYYY-MM-DD optional)")
     keep = list(REQUIRED) + ([DATE_COLUMN] if DATE_COLUMN in columns else [])
@@ -259,24 +262,25 @@ def read_pairs(input: str, input_format: str = "auto", blocksize: str | int | No
 
 
 def _blocksize(value: str | int | None) -> int | None:
-    """CSV bytes per partition, or one line naming PART_SIZE=."""
+    """CSV bytes per partition, or one line naming the part size setting."""
     from dask.utils import parse_bytes
 
     if value is None:
         return None
-    fix = f"use e.g. PART_SIZE={DEFAULT_BLOCKSIZE}"
+    var = setting("part_size")
+    fix = f"use e.g. {var}{DEFAULT_BLOCKSIZE}"
     try:
         size = int(parse_bytes(value) if isinstance(value, str) else value)
     except (ValueError, TypeError, OverflowError):
-        raise FmprepError(f"PART_SIZE={value} is not a size; {fix}") from None
+        raise FmprepError(f"{var}{value} is not a size; {fix}") from None
     if size <= 0:
-        raise FmprepError(f"PART_SIZE={value} must be more than 0 bytes; {fix}")
+        raise FmprepError(f"{var}{value} must be more than 0 bytes; {fix}")
     return size
 
 
 @contextlib.contextmanager
 def _reading(input: str, fmt: str):
-    """Turn a parser's complaint about the input into one line naming INPUT=."""
+    """Turn a parser's complaint about the input into one line naming the input setting."""
     try:
         yield
     except FmprepError:
@@ -284,7 +288,8 @@ def _reading(input: str, fmt: str):
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
             pa.ArrowInvalid) as err:
         reason = " ".join(str(err).split())[:200]
-        raise FmprepError(f"cannot read INPUT={input} as {fmt.upper()}: {reason}; fix the file "
+        raise FmprepError(f"cannot read {setting('input')}{input} as {fmt.upper()}: {reason}; "
+                          "fix the file "
                           "(CSV: UTF-8, comma-separated, a header line, fields with commas "
                           "quoted)") from None
 
@@ -296,7 +301,8 @@ def _check_dates(pairs: dd.DataFrame, input: str, fmt: str) -> None:
         head = pairs[DATE_COLUMN].head(_DATE_SAMPLE, npartitions=1)
     given = head[head != ""]
     if len(given) and pd.to_datetime(given, format="%Y-%m-%d", errors="coerce").isna().all():
-        raise FmprepError(f"INPUT={input}: no review_date among its first rows is a date "
+        raise FmprepError(f"{setting('input')}{input}: no review_date among its first rows is "
+                          "a date "
                           f"YYYY-MM-DD (e.g. {given.iloc[0]!r}); write dates as YYYY-MM-DD, or "
                           "leave the column out to score at the data's latest review date")
 
@@ -307,13 +313,15 @@ def _work(manifest: dict, work: str | None, storage_options: dict | None) -> tup
     work = work or manifest.get("work")
     prepared = storage.read_json(storage.join(work, MANIFEST), storage_options) if work else None
     if prepared is None or prepared.get("stage") != "prepare":
-        raise FmprepError(f"no finished prepare stage in WORK={work}; pass WORK= (the one make "
-                          "data used for this OUTPUT) or run make data")
+        raise FmprepError(f"no finished prepare stage in {setting('work')}{work}; pass "
+                          f"{setting('work')} (the one {command('data')} used for this OUTPUT) or "
+                          f"run {command('data')}")
     for key in ("feature_dim", "num_users", "num_items"):
         if prepared.get(key) != manifest.get(key):
-            raise FmprepError(f"WORK={work} holds the id maps of other data ({key} "
+            raise FmprepError(f"{setting('work')}{work} holds the id maps of other data ({key} "
                               f"{prepared.get(key)}, OUTPUT has {manifest.get(key)}); pass the "
-                              "WORK that make data used for this OUTPUT, or rerun make data")
+                              f"WORK that {command('data')} used for this OUTPUT, or rerun "
+                              f"{command('data')}")
     return work, prepared
 
 
@@ -367,7 +375,8 @@ def _positions(lookup: pd.DataFrame, key: str, ids: pd.Series) -> np.ndarray:
     """Row of each id in ``lookup`` (-1: unknown), by a hash lookup that keeps ``ids``' order."""
     index = pd.Index(lookup[key].astype(_STRING))
     if not index.is_unique:  # prepare writes each id once; anything else is a broken WORK
-        raise FmprepError(f"the {key} map in WORK lists an id twice; rerun make data FORCE=1")
+        raise FmprepError(f"the {key} map in WORK lists an id twice; rerun {command('data')} "
+                          f"{setting('force')}1")
     return index.get_indexer(ids.astype(_STRING))
 
 
@@ -403,7 +412,8 @@ def _features(part: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, spec
     if (~given).any():
         if spec["default_date"] is None:
             raise FmprepError(f"{MANIFEST} predates review_dates, so rows without a review_date "
-                              "have no date; give every row one or rerun make data FORCE=1")
+                              "have no date; give every row one or rerun "
+                              f"{command('data')} {setting('force')}1")
         parsed[~given] = np.datetime64(spec["default_date"], "D")
     used = np.where(date_ok, parsed, np.datetime64(0, "D"))  # placeholder where the date is bad
 
@@ -482,7 +492,7 @@ def _score_local(part, users, items, model, spec, url, storage_options) -> dict:
 
 
 def _stage_part(part, users, items, spec, rows_url, pbr_url, storage_options) -> dict:
-    """BACKEND=sagemaker: the partition's rows (for later) and its FM rows as RecordIO."""
+    """Backend sagemaker: the partition's rows (for later) and its FM rows as RecordIO."""
     from .recordio import encode_csr
 
     frame, (indptr, indices, values) = _features(part, users, items, spec)
@@ -496,7 +506,7 @@ def _stage_part(part, users, items, spec, rows_url, pbr_url, storage_options) ->
 
 
 def _collect_part(rows_url, out_url, rows, spec, url, storage_options) -> None:
-    """BACKEND=sagemaker: the staged rows with the transform job's scores, as a final part."""
+    """Backend sagemaker: the staged rows with the transform job's scores, as a final part."""
     from .serving.transform import read_scores
 
     frame = partio.read_part(rows_url, None, storage_options)
@@ -514,13 +524,14 @@ def _check_apart(input: str, scores: str, storage_options: dict | None) -> None:
     if not storage.is_remote(input):
         inside, out = os.path.abspath(inside), os.path.abspath(out)
     if fs_in.protocol == fs_out.protocol and (inside == out or inside.startswith(out + "/")):
-        raise FmprepError(f"INPUT={input} lies inside SCORES={scores}, which make score clears "
-                          "first; copy the input elsewhere or set SCORES= to another directory")
+        raise FmprepError(f"{setting('input')}{input} lies inside {setting('scores')}{scores}, "
+                          f"which {command('score')} clears first; copy the input elsewhere or "
+                          f"set {setting('scores')} to another directory")
 
 
 def _clear(scores: str, backend: str, storage_options: dict | None) -> None:
     """Claim SCORES and remove this stage's earlier files, manifest first."""
-    owned.claim(scores, "SCORES", storage_options)
+    owned.claim(scores, "scores", storage_options)
     old = storage.read_json(storage.join(scores, MANIFEST_NAME), storage_options)
     # Manifest first: from here on the folder never looks complete until this run is done.
     owned.remove_files(scores, [MANIFEST_NAME], storage_options)
@@ -541,7 +552,8 @@ def _local_model(output: str, model_dir: str | None, manifest: dict,
     model_dir = model_dir or storage.join(output, config.LOCAL_MODEL_DIR)
     meta = storage.read_json(storage.join(model_dir, "model.json"), storage_options)
     if meta is None:
-        raise FmprepError(f"no model in {model_dir}; run make train first (or pass MODEL_DIR=)")
+        raise FmprepError(f"no model in {model_dir}; run {command('train')} first (or pass "
+                          f"{setting('model_dir')})")
     check_model(meta, manifest, model_dir)
     return model_dir, meta
 
@@ -601,8 +613,8 @@ def score_pairs(output: str, input: str, work: str | None = None, model_dir: str
         :func:`fmprep.serving.transform.transform`.
     """
     if backend not in ("local", "sagemaker"):
-        raise FmprepError(f"BACKEND={backend} is not one of local, sagemaker; use e.g. "
-                          "BACKEND=local")
+        raise FmprepError(f"{setting('backend')}{backend} is not one of local, sagemaker; use "
+                          f"e.g. {setting('backend')}local")
     so = storage_options
     manifest = read_manifest(output, so)
     scores = scores or storage.join(output, SCORES_DIR)
@@ -617,13 +629,15 @@ def score_pairs(output: str, input: str, work: str | None = None, model_dir: str
 
         _check_output(output)
         if not retries.is_s3(scores):
-            raise FmprepError(f"BACKEND=sagemaker writes its input and results to S3 but SCORES "
-                              f"is {scores}; leave SCORES= unset or give an s3:// URI")
+            raise FmprepError(f"{setting('backend')}sagemaker writes its input and results to "
+                              f"S3 but SCORES is {scores}; leave {setting('scores')} unset or "
+                              "give an s3:// URI")
         job = read_record(output, so).get("training_job") or {}
         if job.get("status") != "Completed" or not job.get("model_artifact"):
             raise FmprepError(f"no completed training job recorded in "
-                              f"{storage.join(output, config.SAGEMAKER_RECORD)}; run make train "
-                              "BACKEND=sagemaker first (or use BACKEND=local)")
+                              f"{storage.join(output, config.SAGEMAKER_RECORD)}; run "
+                              f"{command('train')} {setting('backend')}sagemaker first (or use "
+                              f"{setting('backend')}local)")
         check_model({"data": job.get("data")}, manifest,
                     f"training job {job.get('name')} ({job['model_artifact']})")
         spec["predictor_type"] = (job.get("hyperparameters") or {}).get("predictor_type",
@@ -705,7 +719,8 @@ def _run_transform(output, scores, names, pbr, stats, spec, model_info, schedule
     if missing:
         raise FmprepError(f"the transform job completed but wrote no {missing[0]}.out under "
                           f"{out_uri} ({len(missing)} of {len(inputs)} results missing); "
-                          "check the job in the SageMaker console, then rerun make score")
+                          f"check the job in the SageMaker console, then rerun "
+                          f"{command('score')}")
     with dask_client(scheduler):
         dask.compute([dask.delayed(_collect_part)(
             storage.join(scores, TRANSFORM_ROWS, name), found.get(b), rows, spec,

@@ -16,7 +16,7 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from . import retries
-from .errors import FmprepError
+from .errors import FmprepError, aside, setting
 
 
 def is_remote(url: str) -> bool:
@@ -54,7 +54,7 @@ def filesystem(url: str, storage_options: dict | None = None):
 
 
 def expand_sources(source: str, storage_options: dict | None = None,
-                   role: str = "SOURCE") -> list[str]:
+                   role: str = "source") -> list[str]:
     """Expand a path, URL, glob or directory into a sorted list of existing files.
 
     Parameters
@@ -64,7 +64,7 @@ def expand_sources(source: str, storage_options: dict | None = None,
         ``role`` reads, by name (see :func:`fmprep.sources.directory_files`).
     storage_options : dict, optional
         fsspec options.
-    role : {"SOURCE", "META"}
+    role : {"source", "meta"}
         The setting that named ``source``: review files or product metadata files.
 
     Raises
@@ -89,11 +89,12 @@ def expand_sources(source: str, storage_options: dict | None = None,
         else:
             paths = [path] if kind == "file" else []
     if not paths:
-        if role == "META":
-            raise FmprepError(f"meta file not found: {source}; set META= (--meta) to an "
-                              "existing meta_<Category>.jsonl(.gz), u.item, movies.dat or "
+        if role == "meta":
+            raise FmprepError(f"meta file not found: {source}; set {setting('meta')}"
+                              f"{aside('meta')} to an existing meta_<Category>.jsonl(.gz), "
+                              "u.item, movies.dat or "
                               "movies.csv, a directory or a glob")
-        raise FmprepError(f"source not found: {source}; set SOURCE= to an existing file, "
+        raise FmprepError(f"source not found: {source}; set {setting(role)} to an existing file, "
                           "directory, s3:// URI or glob")
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if is_remote(source):
@@ -159,7 +160,8 @@ def check_writable(url: str, storage_options: dict | None = None) -> None:
             raise FmprepError(explained) from None
         reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
         raise FmprepError(f"cannot write to {url}: {reason}; choose a writable location "
-                          "(WORK= / OUTPUT=) or check credentials and permissions")
+                          f"({setting('work')} / {setting('output')}) or check credentials and "
+                          "permissions")
 
 
 def to_url(fs, path: str) -> str:

@@ -17,6 +17,30 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # the v2 SDK is our test oracle
 
 
+@pytest.fixture(scope="session", autouse=True)
+def make_spelling():
+    """Messages spell settings as make variables (``SOURCE=``), as under ``make test``.
+
+    The suite's assertions are written in the Makefile's words, and they must hold however
+    pytest is started: the Makefile exports FMPREP_SPELLING as ``make``, but ``pytest`` run
+    directly would not, and then every in-process ``main()`` (which calls
+    ``errors.use_spelling()``) and every ``python -m fmprep`` subprocess would spell
+    ``--source``. So the environment variable is set here for the whole session, and the
+    library's spelling reset to ``make``. Tests of the other spelling set it themselves
+    (tests/test_spelling.py).
+    """
+    from fmprep import errors
+
+    old = os.environ.get("FMPREP_SPELLING")
+    os.environ["FMPREP_SPELLING"] = "make"
+    errors.use_spelling("make")
+    yield
+    if old is None:
+        os.environ.pop("FMPREP_SPELLING", None)
+    else:
+        os.environ["FMPREP_SPELLING"] = old
+
+
 def review_line(customer, product, rating, date, review_id, title="A title", body="Fine."):
     """One TSV data line in the Amazon Customer Reviews layout."""
     fields = ["US", customer, review_id, product, "123", title, "Video", str(rating), "0", "0",

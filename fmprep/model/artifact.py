@@ -38,7 +38,7 @@ import zlib
 import numpy as np
 
 from .. import storage
-from ..errors import FmprepError
+from ..errors import FmprepError, command, setting
 from .hyperparameters import PREDICTOR_TYPES
 
 __all__ = ["read_ndarray_file", "read_fm_artifact", "load_fm_artifact", "artifact_predictor_type"]
@@ -398,7 +398,8 @@ def load_fm_artifact(url: str, storage_options: dict | None = None,
     if expected_feature_dim is not None and V.shape[0] != int(expected_feature_dim):
         raise FmprepError(f"the artifact has feature_dim {V.shape[0]}, OUTPUT's data has "
                           f"{int(expected_feature_dim)}; import an artifact trained on this data "
-                          "or rerun make data with the settings the artifact was trained on")
+                          f"or rerun {command('data')} with the settings the artifact was "
+                          "trained on")
     return FMModel(w0=w0, w=w, V=V, predictor_type=shown or predictor_type or "regressor",
                    hyperparameters={})
 
@@ -414,8 +415,8 @@ def import_model(output: str, artifact: str | None = None, model_dir: str | None
         OUTPUT of make data; its manifest gives the feature_dim the artifact must have.
     artifact : str, optional
         ``model.tar.gz`` (path or s3:// URL). Default: the artifact of the completed training
-        job recorded in ``OUTPUT/sagemaker.json`` (``make train BACKEND=sagemaker``), which must
-        have been trained on OUTPUT's current data.
+        job recorded in ``OUTPUT/sagemaker.json`` (``make train`` on the sagemaker backend),
+        which must have been trained on OUTPUT's current data.
     model_dir : str, optional
         Where the model goes (default ``OUTPUT/model``), replacing the model fmprep wrote there.
     predictor_type : str, optional
@@ -446,8 +447,8 @@ def import_model(output: str, artifact: str | None = None, model_dir: str | None
         if job.get("status") != "Completed" or not job.get("model_artifact"):
             raise FmprepError(f"no completed SageMaker training job recorded in "
                               f"{storage.join(output, config.SAGEMAKER_RECORD)}; pass "
-                              "ARTIFACT=<model.tar.gz path or s3:// URI> or run make train "
-                              "BACKEND=sagemaker first")
+                              f"{setting('artifact')}<model.tar.gz path or s3:// URI> or run "
+                              f"{command('train')} {setting('backend')}sagemaker first")
         artifact = job["model_artifact"]
         check_model({"data": job.get("data")}, manifest,
                     f"training job {job.get('name')} ({artifact})")

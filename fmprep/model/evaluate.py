@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import FmprepError
+from ..errors import FmprepError, command
 
 # Segments by train ratings of the row's customer / product: [low, high) bounds.
 SEGMENTS = ((1, 5), (5, 20), (20, None))
@@ -39,7 +39,7 @@ def fm_columns(records, num_users: int, feature_dim: int):
     starts = records.indptr[:-1]
     if counts.size and (counts.min() < 2 or counts.max() > 3):
         raise FmprepError("rows are not fmprep's FM layout (user, item, days_since_first); "
-                          "evaluate OUTPUT written by make data")
+                          f"evaluate OUTPUT written by {command('data')}")
     user = records.indices[starts].astype(np.int64)
     item = records.indices[starts + 1].astype(np.int64)
     days = np.where(counts == 3, records.values[np.minimum(starts + 2, records.indices.size - 1)],
@@ -47,7 +47,7 @@ def fm_columns(records, num_users: int, feature_dim: int):
     if user.size and (user.max() >= num_users or item.min() < num_users
                       or item.max() >= feature_dim - 1):
         raise FmprepError("rows are not fmprep's FM layout (user, item, days_since_first); "
-                          "evaluate OUTPUT written by make data")
+                          f"evaluate OUTPUT written by {command('data')}")
     return user, item, days
 
 

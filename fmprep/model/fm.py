@@ -31,7 +31,7 @@ import numba
 import numpy as np
 
 from .. import storage
-from ..errors import FmprepError
+from ..errors import FmprepError, command, setting
 from .hyperparameters import PREDICTOR_TYPES
 
 __all__ = ["FMModel", "MODEL_FORMAT"]
@@ -222,7 +222,8 @@ class FMModel:
         fs, npz_path = storage.filesystem(npz_url, storage_options)
         if meta is None or not fs.exists(npz_path):
             raise FmprepError(f"no fmprep model in {directory} (model.json and model.npz "
-                              "expected); run make train first or point MODEL_DIR at its output")
+                              f"expected); run {command('train')} first or point "
+                              f"{setting('model_dir')} at its output")
         if meta.get("format") != MODEL_FORMAT:
             raise FmprepError(f"{directory} holds model format {meta.get('format')!r}, this "
                               f"fmprep reads {MODEL_FORMAT!r}; retrain the model")

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import (FM_DEFAULTS, FM_LOCAL_L2, FM_LOCAL_OPTIONS, FM_LOCAL_RECOMMENDED,
                       FM_OPTIONAL, FM_REQUIRED)
-from ..errors import FmprepError
+from ..errors import FmprepError, command
 
 __all__ = ["PREDICTOR_TYPES", "SOLVERS", "GROUPS", "validate_hyperparameters",
            "check_feature_dim", "sagemaker_hyperparameters", "recommended_hyperparameters",
@@ -83,7 +83,7 @@ def _coerce(name, raw):
     kind, low, inclusive = _SPEC[name]
     text = raw.strip() if isinstance(raw, str) else raw
     if kind == "bool":
-        # Strings come from --hp / HP=; 0 and 1 from JSON or YAML written by hand.
+        # Strings come from the hp setting; 0 and 1 from JSON or YAML written by hand.
         word = (str(text).lower() if isinstance(text, (str, bool, int, np.integer, np.bool_))
                 else None)
         if word in _TRUE:
@@ -139,7 +139,7 @@ def check_feature_dim(hp: dict, feature_dim: int | None) -> None:
     if feature_dim is not None and hp["feature_dim"] != feature_dim:
         raise FmprepError(f"hyperparameter feature_dim={hp['feature_dim']} but the data has "
                           f"feature_dim {feature_dim}; drop feature_dim (it is read from the "
-                          "manifest) or re-run make data")
+                          f"manifest) or re-run {command('data')}")
 
 
 def validate_hyperparameters(hyperparameters: dict, feature_dim: int | None = None) -> dict:
@@ -254,7 +254,7 @@ def recommended_hyperparameters(train_rows: int) -> dict:
     -------
     dict
         Hyperparameter name -> value, ready for :func:`fmprep.model.sgd.train` or
-        ``make train HP=...``.
+        ``make train`` (its ``hp`` setting).
 
     Raises
     ------
@@ -263,7 +263,7 @@ def recommended_hyperparameters(train_rows: int) -> dict:
 
     Notes
     -----
-    Prep with ``DAYS_SCALE=years`` (or ``unit``): with raw days (values in the thousands) these
+    Prep with ``days_scale`` ``years`` (or ``unit``): with raw days (values in the thousands) these
     learning rates make training unstable.
     """
     if isinstance(train_rows, bool) or not isinstance(train_rows, (int, np.integer)) \
@@ -285,7 +285,7 @@ def sagemaker_default_hyperparameters(train_rows: int) -> dict:
     ``fmprep.serving.sagemaker.train`` sends these for every name the user does not set.
 
     Measured in the twin (``python benchmarks/bench_sgd.py --study sagemaker``; generated
-    reviews prepped with DAYS_SCALE=years; test RMSE, mean of seeds 0, 1, 2; a fixed number of
+    reviews prepped with days_scale years; test RMSE, mean of seeds 0, 1, 2; a fixed number of
     epochs as SageMaker runs them)::
 
         generated reviews                        20 k      200 k     1 M

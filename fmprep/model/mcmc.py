@@ -60,7 +60,7 @@ import time
 import numba
 import numpy as np
 
-from ..errors import FmprepError
+from ..errors import FmprepError, setting
 from .fm import FMModel, _row_output
 
 __all__ = ["train_mcmc", "groups_for", "latest_per_user_split", "stack_samples",
@@ -516,7 +516,8 @@ def train_mcmc(train, groups: np.ndarray, rank: int = MCMC_DEFAULTS["rank"],
         train_rmse = math.sqrt(float(e @ e) / n)
         if not math.isfinite(train_rmse):
             raise FmprepError(f"the sampler diverged in sweep {it + 1} (non-finite residuals); "
-                              "check the feature values (prep with DAYS_SCALE=years)")
+                              f"check the feature values (prep with {setting('days_scale')}"
+                              "years)")
         row = {"iteration": it + 1, "train:rmse": train_rmse, "alpha": float(alpha)}
         if sample_hook is not None:
             sample_hook(it, theta0, w, V, cw, cV)

@@ -41,7 +41,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import FmprepError
+from ..errors import FmprepError, command
 from .fm import FMModel
 
 __all__ = ["train_ranking", "RANKING_DEFAULTS", "is_ranking_model"]
@@ -212,7 +212,7 @@ def train_ranking(train_records, num_users: int, num_items: int, seed: int = 0,
     fdim = int(train_records.shape)
     if fdim != num_users + num_items + 1:
         raise FmprepError(f"train rows have feature_dim {fdim}, the manifest {num_users} users + "
-                          f"{num_items} items + days; re-run make data")
+                          f"{num_items} items + days; re-run {command('data')}")
     user, item, _ = fm_columns(train_records, num_users, fdim)
     item = item - num_users
     fit, valid = latest_per_user_split(train_records)

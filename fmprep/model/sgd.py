@@ -48,10 +48,10 @@ Consequences worth knowing, measured on ``fmprep.sample`` data (benchmarks/bench
 * Because the steps are scale-free, ``clip_gradient`` cannot tame a feature with large raw
   values: ``days_since_first`` in raw days (up to ~6000, the reference prep) multiplies every
   step of its weights by that much and test RMSE jumps between epochs. fmprep does not rescale
-  inputs behind your back; it warns and recommends ``DAYS_SCALE=years`` (or ``unit``) for prep.
+  inputs behind your back; it warns and recommends ``days_scale`` ``years`` (or ``unit``) for prep.
 * ``days_since_first`` is in every row, so its factor vector is barely penalised and can give
   each customer a fitted trend in time, which the test row (the customer's latest review)
-  extrapolates. On data without a time effect that costs some RMSE with ``DAYS_SCALE=years``
+  extrapolates. On data without a time effect that costs some RMSE with ``days_scale`` ``years``
   on small files; ``unit`` (values in [0, 1]) shrinks it.
 """
 
@@ -64,7 +64,7 @@ import time
 import numba
 import numpy as np
 
-from ..errors import FmprepError
+from ..errors import FmprepError, command, render, setting
 from .fm import FMModel, _csr, _row_output
 from .hyperparameters import GROUPS, check_feature_dim, validate_hyperparameters
 from .mcmc import latest_per_user_split
@@ -175,10 +175,11 @@ def _scale_warnings(indices, values):
     if not large.any():
         return []
     cols = np.unique(indices[large])
-    msg = (f"feature column(s) {cols[:5].tolist()} hold values up to "
-           f"{float(np.abs(values[large]).max()):.0f}; large raw values make training unstable "
-           "(test RMSE jumps between epochs): prep with DAYS_SCALE=years or unit, or lower the "
-           "learning rates")
+    # Rendered now: the line is kept in metrics.json, as the command that trained spelled it.
+    msg = render(f"feature column(s) {cols[:5].tolist()} hold values up to "
+                 f"{float(np.abs(values[large]).max()):.0f}; large raw values make training "
+                 f"unstable (test RMSE jumps between epochs): prep with {setting('days_scale')}"
+                 "years or unit, or lower the learning rates")
     log.warning(msg)
     return [msg]
 
@@ -258,7 +259,7 @@ def labels_for(records, hp: dict, what: str) -> np.ndarray:
     y = np.asarray(records.labels, dtype=np.float64)
     if np.isnan(y).any():
         raise FmprepError(f"{int(np.isnan(y).sum())} {what} records have no label; re-run "
-                          "make data")
+                          f"{command('data')}")
     if hp["predictor_type"] == "binary_classifier":
         if hp["binary_threshold"] is not None:
             return (y >= hp["binary_threshold"]).astype(np.float64)
@@ -309,7 +310,7 @@ def metrics_on(model: FMModel, records, y: np.ndarray, binary: bool) -> dict:
 def _csr_records(records, feature_dim, what):
     indptr, indices, values = _csr(records.indptr, records.indices, records.values, feature_dim)
     if indptr.size < 2:
-        raise FmprepError(f"the {what} channel has no records; re-run make data")
+        raise FmprepError(f"the {what} channel has no records; re-run {command('data')}")
     return indptr, indices, values
 
 
@@ -371,7 +372,7 @@ def _sgd(records, y, hp, epochs, test=None, valid=None, progress=None):
         seconds = time.perf_counter() - t0
         if not np.isfinite(bias[0]) or not np.isfinite(loss):
             raise FmprepError(f"training diverged in epoch {epoch} (non-finite weights); lower "
-                              "the learning rates or prep with DAYS_SCALE=years")
+                              f"the learning rates or prep with {setting('days_scale')}years")
         model.w0 = float(bias[0])
         row = {"epoch": epoch, "train:loss": loss / n}
         if valid is not None:
@@ -448,7 +449,7 @@ def train(train_records, test_records, hyperparameters, progress=None):
     Notes
     -----
     Measured with ``python benchmarks/bench_sgd.py --study stopping --limit 40`` (generated
-    reviews prepped with DAYS_SCALE=years,
+    reviews prepped with days_scale years,
     :func:`fmprep.model.hyperparameters.recommended_hyperparameters`; test RMSE, mean of seeds
     0, 1, 2; the test rows were scored only)::
 
@@ -505,7 +506,7 @@ def fit(train_records, test_records, hp: dict, progress=None):
     binary = hp["predictor_type"] == "binary_classifier"
     if test_records is not None and test_records.shape and test_records.shape != fdim:
         raise FmprepError(f"test records have feature_dim {test_records.shape}, train has {fdim}; "
-                          "encode both channels in one make data run")
+                          f"encode both channels in one {command('data')} run")
     _, indices, values = _csr_records(train_records, fdim, "train")
     y = labels_for(train_records, hp, "train")
     test = None

@@ -1,6 +1,6 @@
 """Training from ``make data``'s OUTPUT: read the shards, train, save, evaluate.
 
-The local ``make train`` (``BACKEND=local``): :func:`read_channel` decodes a channel's
+The local ``make train`` (the ``local`` backend): :func:`read_channel` decodes a channel's
 RecordIO shards listed in the manifest; :func:`train_from_output` validates the user's
 hyperparameters and trains with the solver they resolve to -- :func:`fmprep.model.sgd.fit` or
 :func:`train_mcmc_model` (:mod:`fmprep.model.mcmc`) -- then saves the model, fits the ranking
@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import storage
 from ..config import MANIFEST
-from ..errors import FmprepError
+from ..errors import FmprepError, command, setting
 from ..freshness import data_stamp
 from ..recordio import SparseRecords, decode_records
 from .evaluate import evaluate, fit_biases
@@ -62,7 +62,8 @@ def read_channel(output_dir: str, manifest: dict, channel: str,
     """
     shards = manifest.get("channels", {}).get(channel, {}).get("shards")
     if not shards:
-        raise FmprepError(f"{output_dir} manifest lists no {channel} shards; re-run make data")
+        raise FmprepError(f"{output_dir} manifest lists no {channel} shards; re-run "
+                          f"{command('data')}")
     parts = []
     for shard in shards:
         url = storage.join(output_dir, *shard["file"].split("/"))
@@ -71,11 +72,11 @@ def read_channel(output_dir: str, manifest: dict, channel: str,
         try:
             parts.append(decode_records(data))
         except ValueError as err:
-            raise FmprepError(f"{url}: {err}; re-run make data") from None
+            raise FmprepError(f"{url}: {err}; re-run {command('data')}") from None
     dims = {p.shape for p in parts if p.shape}
     if len(dims) > 1:
         raise FmprepError(f"{channel} shards disagree on feature_dim {sorted(dims)}; re-run "
-                          "make data with FORCE=1")
+                          f"{command('data')} with {setting('force')}1")
     offsets = np.cumsum([0] + [p.indices.size for p in parts[:-1]])
     indptr = np.concatenate([np.zeros(1, np.int64)]
                             + [p.indptr[1:] + o for p, o in zip(parts, offsets)])
@@ -124,8 +125,8 @@ def train_from_output(output_dir: str, model_dir: str, hyperparameters: dict,
     """
     manifest = storage.read_json(storage.join(output_dir, MANIFEST), storage_options)
     if manifest is None:
-        raise FmprepError(f"no {MANIFEST} in {output_dir}; run make data first (OUTPUT= must "
-                          "point at its output)")
+        raise FmprepError(f"no {MANIFEST} in {output_dir}; run {command('data')} first "
+                          f"({setting('output')} must point at its output)")
     hp = validate_hyperparameters(hyperparameters, manifest["feature_dim"])
     return fit_output(output_dir, model_dir, hp, manifest, storage_options, progress)
 
@@ -265,7 +266,7 @@ def write_evaluation(model, train_records, test_records, manifest: dict, model_d
         return {}
     if "num_users" not in manifest:
         log.warning("evaluation skipped: the manifest does not say where user and item columns "
-                    "are (num_users, num_items); write OUTPUT with make data")
+                    "are (num_users, num_items); write OUTPUT with %s", command("data"))
         return {}
     result = evaluate(model, train_records, test_records, int(manifest["num_users"]),
                       int(manifest["num_items"]), ranking_model=ranking_model)

@@ -14,7 +14,7 @@ The data pass is out of core: each Parquet part is read alone and only for the c
 and per-part results are small (a few counts, or bit sets of the dense user / item ids) that
 are added up. Ratings per customer and per product go through Dask's ``value_counts`` with a
 hash-partitioned reduction (``split_out``), the same way the prepare stage counts them, so
-they run on whatever scheduler is active (threads, or the cluster of ``SCHEDULER=``).
+they run on whatever scheduler is active (threads, or the cluster of the ``scheduler`` setting).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import logging
 
 from .. import owned, storage
 from ..config import LOCAL_MODEL_DIR, MANIFEST
-from ..errors import FmprepError
+from ..errors import FmprepError, command, setting
 from .charts import REJECT_LABELS, funnel_steps, plot_counts, plot_days, plot_funnel, plot_stars
 from .page import model_sections, render_html
 from .stats import QUANTILES, STATS_FORMAT, compute_stats, mean_baseline_rmse
@@ -90,7 +90,7 @@ def write_report(output: str, storage_options: dict | None = None, work: str | N
     if manifest is None:
         manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
     if manifest is None:
-        raise FmprepError(f"{output} has no manifest.json; run make data first")
+        raise FmprepError(f"{output} has no manifest.json; run {command('data')} first")
     report = storage.join(output, REPORT_DIR)
     index = storage.join(report, INDEX)
     stats_url = storage.join(report, STATS)
@@ -102,7 +102,8 @@ def write_report(output: str, storage_options: dict | None = None, work: str | N
             and stats.get("counts") == manifest.get("counts")):
         work = work or manifest.get("work")
         if not work:
-            raise FmprepError(f"{output}/manifest.json does not name its WORK; pass --work")
+            raise FmprepError(f"{output}/manifest.json does not name its WORK; pass "
+                              f"{setting('work')}")
         log.info("report: reading %s", work)
         stats = compute_stats(manifest, work, storage_options)
         storage.write_json(stats_url, stats, storage_options)

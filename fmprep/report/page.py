@@ -124,8 +124,8 @@ def model_sections(output: str, model_dir: str, stats: dict, storage_options,
         parts.append(_table(["", "value"], info, attrs=' class="sagemaker"'))
         parts.append(_hyperparameters_html(job.get("hyperparameters") or {}))
     if not parts:
-        parts.append('<p class="note">No model yet: <code>make train</code> (BACKEND=local or '
-                     'sagemaker) adds its learning curve or final metrics here.</p>')
+        parts.append('<p class="note">No model yet: <code>make train</code> (local or '
+                     'sagemaker backend) adds its learning curve or final metrics here.</p>')
     return "".join(parts)
 
 
@@ -234,7 +234,7 @@ def render_html(output: str, manifest: dict, stats: dict, model_html: str,
     divisor = (manifest.get("days_since_first") or {}).get("divisor", 1.0)
     if s.get("days_scale", "raw") != "raw":
         h.append(f'<p class="note">Shown in days; the records hold days ÷ {_e(divisor)} '
-                 f"(DAYS_SCALE={_e(s.get('days_scale'))}).</p>")
+                 f"(days scale: {_e(s.get('days_scale'))}).</p>")
     h.append('<p class="note">A test row is its customer\'s latest review, so its '
              "days_since_first is the customer's whole span.</p>")
     h.append("</div></div>")

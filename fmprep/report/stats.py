@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import storage
 from ..config import MANIFEST
-from ..errors import FmprepError
+from ..errors import FmprepError, command, setting
 
 log = logging.getLogger(__name__)
 
@@ -186,16 +186,17 @@ def compute_stats(manifest: dict, work: str, storage_options: dict | None = None
     """
     prepared = storage.read_json(storage.join(work, MANIFEST), storage_options)
     if prepared is None:
-        raise FmprepError(f"{work} has no finished prepare stage (WORK/manifest.json); run make "
-                          "data, or pass the WORK that made this OUTPUT (--work)")
+        raise FmprepError(f"{work} has no finished prepare stage (WORK/manifest.json); run "
+                          f"{command('data')}, or pass the WORK that made this OUTPUT "
+                          f"({setting('work')})")
     if prepared.get("counts") != manifest.get("counts") or \
             prepared.get("settings") != manifest.get("settings"):
         raise FmprepError(f"{work} was prepared with other data or settings than "
-                          f"{manifest.get('work', 'OUTPUT')} holds; rerun make data")
+                          f"{manifest.get('work', 'OUTPUT')} holds; rerun {command('data')}")
     dists = prepared.get("distributions")
     if dists is None:  # WORK from a version of fmprep that did not count them while preparing
         raise FmprepError(f"{work} holds no ratings distributions (WORK/manifest.json); rerun "
-                          "make data with FORCE=1")
+                          f"{command('data')} with {setting('force')}1")
     settings = manifest.get("settings", {})
     thresholds = {"customers": settings.get("min_customer_ratings"),
                   "products": settings.get("min_product_ratings")}

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 
 from .. import config, storage
-from ..errors import FmprepError
+from ..errors import FmprepError, command, setting
 from ..freshness import check_model, read_manifest
 
 SERVER_MODULE = "fmprep.serving.serve"
@@ -31,7 +31,7 @@ def local_dir(output: str) -> str:
     """
     if storage.is_remote(output):
         raise FmprepError(f"the local server keeps its state under OUTPUT, which is {output}; "
-                          "use a local OUTPUT, or --backend sagemaker")
+                          f"use a local OUTPUT, or {setting('backend')}sagemaker")
     return output
 
 
@@ -108,7 +108,8 @@ def deploy_local(output: str, model_dir: str, host: str, port: int) -> dict:
                           f"{running['pid']}); run undeploy first")
     model_meta = storage.read_json(os.path.join(model_dir, "model.json"))
     if model_meta is None:
-        raise FmprepError(f"no model in {model_dir}; run make train first (or pass --model-dir)")
+        raise FmprepError(f"no model in {model_dir}; run {command('train')} first (or pass "
+                          f"{setting('model_dir')})")
     check_model(model_meta, read_manifest(output), model_dir)
     log_path = os.path.join(output, config.SERVER_LOG)
     ready = os.path.join(output, ".serve-ready.json")
@@ -192,4 +193,5 @@ def invoke_local(url: str, body: bytes) -> dict:
         raise FmprepError(f"the server answered {err.code}: {err.read().decode(errors='replace')}"
                           ) from None
     except OSError as err:
-        raise FmprepError(f"no server answering at {url} ({err}); run make deploy") from None
+        raise FmprepError(f"no server answering at {url} ({err}); run "
+                          f"{command('deploy')}") from None

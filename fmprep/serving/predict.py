@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from .. import storage
 from ..config import MANIFEST
-from ..errors import FmprepError
+from ..errors import FmprepError, command, setting
 from ..freshness import read_manifest, stale_reason
 
 
@@ -51,8 +51,8 @@ def default_date(manifest: dict) -> dt.date:
     """
     dates = manifest.get("review_dates")
     if not dates:
-        raise FmprepError(f"{MANIFEST} predates review_dates; pass --date (DATE=YYYY-MM-DD) or "
-                          "rerun make data FORCE=1")
+        raise FmprepError(f"{MANIFEST} predates review_dates; pass {setting('date')}YYYY-MM-DD "
+                          f"or rerun {command('data')} {setting('force')}1")
     return dt.date.fromisoformat(dates[1])
 
 
@@ -88,19 +88,21 @@ def fm_row(output: str, work: str | None, customer: str, product: str,
     work = work or manifest.get("work")
     prepared = storage.read_json(storage.join(work, MANIFEST)) if work else None
     if prepared is None:
-        raise FmprepError(f"no finished prepare stage in WORK={work}; pass --work (WORK=) or run "
-                          "make data")
+        raise FmprepError(f"no finished prepare stage in {setting('work')}{work}; pass "
+                          f"{setting('work')} or run {command('data')}")
     users = _rows(_parts(work, prepared, "users"), "customer_id", customer,
                   ["user", "first_review"])
     if users is None or users.num_rows == 0:
         raise FmprepError(f"customer {customer} is not in {storage.join(work, 'users')} (never "
-                          "seen, or filtered out for too few ratings); pick another --customer "
-                          "or lower MIN_CUSTOMER_RATINGS and re-run make data")
+                          f"seen, or filtered out for too few ratings); pick another "
+                          f"{setting('customer')} or lower {setting('min_customer_ratings')} and "
+                          f"re-run {command('data')}")
     items = _rows(_parts(work, prepared, "items"), "product_id", product, ["item", "product_title"])
     if items is None or items.num_rows == 0:
         raise FmprepError(f"product {product} is not in {storage.join(work, 'items')} (never "
-                          "seen, or filtered out for too few ratings); pick another --product "
-                          "or lower MIN_PRODUCT_RATINGS and re-run make data")
+                          f"seen, or filtered out for too few ratings); pick another "
+                          f"{setting('product')} or lower {setting('min_product_ratings')} and "
+                          f"re-run {command('data')}")
     first = users["first_review"][0].as_py()
     first = first.date() if isinstance(first, dt.datetime) else first
     days = (date - first).days
@@ -176,23 +178,25 @@ def deployment(output: str, backend: str, manifest: dict) -> dict:
 
         record = read_local_record(output)
         if record is None:
-            raise FmprepError(f"no local server recorded in {output}; run make deploy first")
+            raise FmprepError(f"no local server recorded in {output}; run {command('deploy')} "
+                              "first")
         reason = stale_reason(record.get("data"), manifest)
         if reason:
             raise FmprepError(f"the server at {record['url']} serves a model of earlier data "
-                              f"({reason}); run make train, then make undeploy && make deploy")
+                              f"({reason}); run {command('train')}, then {command('undeploy')} "
+                              f"&& {command('deploy')}")
         return record
     from . import sagemaker
 
     record = sagemaker.read_record(output)
     if not record.get("endpoint"):
-        raise FmprepError(f"no endpoint recorded in {output}; run make deploy "
-                          "BACKEND=sagemaker first")
+        raise FmprepError(f"no endpoint recorded in {output}; run {command('deploy')} "
+                          f"{setting('backend')}sagemaker first")
     reason = stale_reason(record["endpoint"].get("data"), manifest)
     if reason:
         raise FmprepError(f"endpoint {record['endpoint']['name']} serves a model of earlier "
-                          f"data ({reason}); run make train BACKEND=sagemaker, then "
-                          "undeploy and deploy")
+                          f"data ({reason}); run {command('train')} "
+                          f"{setting('backend')}sagemaker, then undeploy and deploy")
     return record
 
 

@@ -1,4 +1,4 @@
-"""``BACKEND=sagemaker``: train, deploy, query and remove the built-in FM algorithm through boto3.
+"""The ``sagemaker`` backend: train, deploy, query and remove the built-in FM algorithm (boto3).
 
 Only boto3's ``sagemaker`` and ``sagemaker-runtime`` clients are used (docs/design.md §3): that is the
 API both SDK generations wrap, and it runs against a moto server in tests. boto3 finds credentials,
@@ -34,7 +34,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, NoCredentialsError,
 from .. import config, retries, storage
 from ..config import MANIFEST
 from ..freshness import check_model, data_stamp
-from ..errors import FmprepError
+from ..errors import FmprepError, aside, command, setting
 # The contract only (no numba): validating names must not load the local trainers.
 from ..model.hyperparameters import (sagemaker_default_hyperparameters, sagemaker_hyperparameters,
                                      validate_hyperparameters)
@@ -47,7 +47,8 @@ logger = logging.getLogger("fmprep.serving.sagemaker")
 RECORDIO = "application/x-recordio-protobuf"
 JSON = "application/json"
 _NO_CREDENTIALS = ("no AWS credentials found; configure them (aws configure, AWS_PROFILE, or "
-                   "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or use BACKEND=local")
+                   "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or use "
+                   f"{setting('backend')}local")
 _DONE = ("Completed", "Failed", "Stopped")
 
 
@@ -66,7 +67,7 @@ def fm_image_uri(region: str, override: str | None = None) -> str:
     region : str
         AWS region, e.g. ``us-east-1``.
     override : str, optional
-        An image URI to use instead (IMAGE_URI=), returned unchanged.
+        An image URI to use instead (the ``image_uri`` setting), returned unchanged.
 
     Returns
     -------
@@ -83,7 +84,8 @@ def fm_image_uri(region: str, override: str | None = None) -> str:
     account = config.FM_IMAGE_ACCOUNTS.get(region)
     if account is None:
         raise FmprepError(f"no Factorization Machines image is known for region {region!r}; "
-                          "pass --image-uri (IMAGE_URI=) or choose another --region (REGION=)")
+                          f"pass {setting('image_uri')}{aside('image_uri')} or choose another "
+                          f"{setting('region')}{aside('region')}")
     domain = config.ECR_DOMAINS.get(region, "amazonaws.com")
     return f"{account}.dkr.ecr.{region}.{domain}/{config.FM_IMAGE_REPOSITORY}:{config.FM_IMAGE_TAG}"
 
@@ -100,7 +102,7 @@ def _clients(region: str):
                              config=retries.botocore_config()))
     except (BotoCoreError, ValueError) as err:
         raise FmprepError(f"cannot create SageMaker clients for region {region!r}: {err}; check "
-                          "--region (REGION=)") from None
+                          f"{setting('region')}{aside('region')}") from None
 
 
 def _is_missing(err: ClientError) -> bool:
@@ -117,7 +119,8 @@ def _call(client, operation: str, missing_ok: bool = False, **params):
     except (NoCredentialsError, PartialCredentialsError):
         raise FmprepError(_NO_CREDENTIALS) from None
     except NoRegionError:
-        raise FmprepError("no AWS region configured; pass --region (REGION=)") from None
+        raise FmprepError(f"no AWS region configured; pass {setting('region')}"
+                          f"{aside('region')}") from None
     except (BotoCoreError, ClientError) as err:
         if isinstance(err, ClientError) and missing_ok and _is_missing(err):
             return None
@@ -138,14 +141,16 @@ def _call(client, operation: str, missing_ok: bool = False, **params):
 
 def _check_output(output: str) -> None:
     if not output.startswith("s3://"):
-        raise FmprepError(f"BACKEND=sagemaker reads its data from S3 but OUTPUT is {output}; run "
-                          "make data with OUTPUT=s3://bucket/prefix (or use BACKEND=local)")
+        raise FmprepError(f"{setting('backend')}sagemaker reads its data from S3 but OUTPUT is "
+                          f"{output}; run {command('data')} with {setting('output')}"
+                          f"s3://bucket/prefix (or use {setting('backend')}local)")
 
 
 def _check_role(role: str | None) -> None:
     if not role or not role.startswith("arn:") or ":role/" not in role:
-        raise FmprepError(f"BACKEND=sagemaker needs an IAM role SageMaker can assume, got "
-                          f"{role!r}; pass --role (ROLE=) arn:aws:iam::<account>:role/<name>")
+        raise FmprepError(f"{setting('backend')}sagemaker needs an IAM role SageMaker can "
+                          f"assume, got {role!r}; pass {setting('role')}{aside('role')} "
+                          "arn:aws:iam::<account>:role/<name>")
 
 
 def _new_name() -> str:
@@ -241,7 +246,8 @@ def train(output: str, role: str, hyperparameters: dict,
     sm, _ = _clients(region)
     manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
     if manifest is None:
-        raise FmprepError(f"no {MANIFEST} in {output}; run make data with OUTPUT={output} first")
+        raise FmprepError(f"no {MANIFEST} in {output}; run {command('data')} with "
+                          f"{setting('output')}{output} first")
     given = {k: v for k, v in dict(hyperparameters or {}).items() if v is not None}
     # Unset SGD settings get values that train in SageMaker's FM, not its own defaults.
     defaults = {k: v for k, v in sagemaker_default_hyperparameters(
@@ -251,8 +257,9 @@ def train(output: str, role: str, hyperparameters: dict,
     n_shards = len(manifest["channels"]["train"]["shards"])
     if n_shards < instance_count:
         logger.warning("%d train shards for %d instances: %d instances will get no data; "
-                       "re-run make data with TRAIN_SHARDS=%d or more", n_shards, instance_count,
-                       instance_count - n_shards, instance_count)
+                       "re-run %s with %s%d or more", n_shards, instance_count,
+                       instance_count - n_shards, command("data"), setting("train_shards"),
+                       instance_count)
     name = job_name or _new_name()
     created = _call(
         sm, "create_training_job", TrainingJobName=name, HyperParameters=hp,
@@ -359,7 +366,7 @@ def deploy(output: str, role: str, instance_type: str = config.ENDPOINT_INSTANCE
         if job.get("status") != "Completed" or not job.get("model_artifact"):
             raise FmprepError(f"no completed training job recorded in "
                               f"{storage.join(output, config.SAGEMAKER_RECORD)}; run train with "
-                              "BACKEND=sagemaker first")
+                              f"{setting('backend')}sagemaker first")
         model_artifact = job["model_artifact"]
         manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
         if manifest is not None:

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .. import config, recordio, storage
-from ..errors import FmprepError
+from ..errors import FmprepError, command, setting, use_spelling
 
 __all__ = ["InferenceServer", "RequestError", "encode_response", "main", "make_server",
            "parse_request", "serve", "sparse_json_body"]
@@ -571,7 +571,8 @@ def make_server(model, host: str = config.SERVE_HOST,
         return InferenceServer(model, host, port)
     except OSError as err:
         raise FmprepError(f"cannot listen on {host}:{port}: {err.strerror or err}; choose "
-                          "another port (--port) or stop the server using it (undeploy)") from None
+                          f"another port ({setting('port')}) or stop the server using it "
+                          f"({command('undeploy')})") from None
 
 
 def load_model(model_dir: str):
@@ -579,8 +580,8 @@ def load_model(model_dir: str):
     from ..model.fm import FMModel  # imported here so that the server module loads without numba
 
     if not os.path.isdir(model_dir):
-        raise FmprepError(f"no model at {model_dir}; train first (make train) or pass "
-                          "--model-dir")
+        raise FmprepError(f"no model at {model_dir}; train first ({command('train')}) or pass "
+                          f"{setting('model_dir')}")
     return FMModel.load(model_dir)
 
 
@@ -643,6 +644,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-file", help="write {url, pid} here once listening")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     ns = parser.parse_args(argv)
+    # Started by deploy, it inherits the FMPREP_SPELLING of make's environment: its errors,
+    # relayed by deploy, name the port as the user set it.
+    use_spelling()
     logging.basicConfig(level=logging.DEBUG if ns.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

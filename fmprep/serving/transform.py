@@ -1,4 +1,4 @@
-"""``make score BACKEND=sagemaker``: a SageMaker batch transform job of the trained FM model.
+"""``make score``, ``sagemaker`` backend: a SageMaker batch transform job of the trained FM model.
 
 The job reads RecordIO-protobuf objects that :mod:`fmprep.score` wrote under
 ``SCORES/transform-input/`` (one FM row per input row, no labels), splits them by record
@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import config, storage
 from ..config import MANIFEST
-from ..errors import FmprepError
+from ..errors import FmprepError, command, setting
 from ..freshness import check_model
 from .sagemaker import (_DONE, RECORDIO, _call, _check_output, _check_role, _clients,
                         _write_record, fm_image_uri, read_record, resolve_region)
@@ -129,8 +129,9 @@ def transform(output: str, input_uri: str, output_uri: str, role: str | None = N
     job = record.get("training_job") or {}
     if job.get("status") != "Completed" or not job.get("model_artifact"):
         raise FmprepError(f"no completed training job recorded in "
-                          f"{storage.join(output, config.SAGEMAKER_RECORD)}; run make train "
-                          "BACKEND=sagemaker first (or use BACKEND=local)")
+                          f"{storage.join(output, config.SAGEMAKER_RECORD)}; run "
+                          f"{command('train')} {setting('backend')}sagemaker first (or use "
+                          f"{setting('backend')}local)")
     artifact = job["model_artifact"]
     manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
     if manifest is not None:
@@ -261,8 +262,8 @@ def read_scores(url: str, rows: int, storage_options: dict | None = None) -> np.
         scores = table.column("score").to_numpy(zero_copy_only=False).astype(np.float32)
     except (KeyError, ValueError, TypeError) as err:
         raise FmprepError(f"{url} is not JSON Lines with a score per line "
-                          f"({str(err).splitlines()[0][:120]}); rerun make score") from None
+                          f"({str(err).splitlines()[0][:120]}); rerun {command('score')}") from None
     if scores.size != rows:
         raise FmprepError(f"{url} holds {scores.size} scores for {rows} input records; rerun "
-                          "make score")
+                          f"{command('score')}")
     return scores

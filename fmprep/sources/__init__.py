@@ -44,7 +44,7 @@ from typing import Callable, Iterator
 import pyarrow as pa
 
 from .. import storage
-from ..errors import FmprepError
+from ..errors import FmprepError, aside, command, setting
 from . import amazon_2023, amazon_tsv, movielens
 from .amazon_2023 import META_FIELDS, REVIEW_FIELDS
 from .amazon_tsv import clean_batch
@@ -85,13 +85,13 @@ AUTO = "auto"
 class Format:
     """One file layout fmprep reads: how it is recognised, read and its rows rejected.
 
-    A review format (``FORMAT=``) or the metadata layout (``META=``) that gives one its
-    product titles.
+    A review format (the ``format`` setting) or the metadata layout (of the ``meta`` file) that
+    gives one its product titles.
 
     Parameters
     ----------
     name : str
-        The ``FORMAT=`` value, or the layout name of a metadata file.
+        The ``format`` setting's value, or the layout name of a metadata file.
     reasons : tuple of str
         The reject reasons its rows can get, in report order (a part of
         :data:`REJECT_REASONS`, or of :data:`TITLE_REASONS` for a metadata layout).
@@ -110,7 +110,7 @@ class Format:
         recognises the first line.
     directory_files : tuple of str
         Name patterns (case-insensitive, each also as ``.gz``) of the files it reads from a
-        directory given as ``SOURCE=`` or ``META=``.
+        directory given as ``source`` or ``meta``.
     file : str
         How messages name its file (``ratings.csv``, ``u.item`` …).
     separator : str, optional
@@ -120,10 +120,10 @@ class Format:
     encoding : str
         Of the text (ml-100k and ml-1m ship Latin-1 movie titles).
     titles : Format, optional
-        The metadata layout (``META=``) giving this format its product titles.
+        The metadata layout (of the ``meta`` file) giving this format its product titles.
     siblings : tuple of str
         Of a metadata layout: the names it has beside the review file ``{name}`` of its
-        dataset, suggested when ``META=`` is missing.
+        dataset, suggested when ``meta`` is not set.
     """
 
     name: str
@@ -140,7 +140,7 @@ class Format:
     siblings: tuple[str, ...] = ()
 
 
-# Every review format by FORMAT= name, in the order they are sniffed and listed.
+# Every review format by its name (the format setting), in the order they are sniffed and listed.
 REGISTRY = {f.name: f for f in (
     Format("amazon-tsv",
            reasons=("too_many_fields", "too_few_fields", "invalid_utf8", "missing_id",
@@ -206,22 +206,22 @@ FORMAT_REASONS = {name: f.reasons for name, f in REGISTRY.items()}
 _TITLE_FORMATS = {f.titles.name: f.titles for f in REGISTRY.values() if f.titles}
 TITLE_LAYOUTS = tuple(_TITLE_FORMATS)
 LAYOUT_REASONS = {name: f.reasons for name, f in _TITLE_FORMATS.items()}
-# The titles that formats without product titles can take from META=, by format.
+# The titles that formats without product titles can take from the meta file, by format.
 TITLE_FILES = {name: f.titles.file for name, f in REGISTRY.items() if f.titles}
-# The files a directory given as SOURCE= or META= contributes, by name (each also as .gz). A
+# The files a directory given as source or meta contributes, by name (each also as .gz). A
 # MovieLens folder holds more than ratings (users.dat, tags.csv, and u1.base … ub.test, which
 # are splits of u.data): only its ratings file is a source. Names starting with "." are skipped.
 DIRECTORY_FILES = {
-    "SOURCE": tuple(p for f in REGISTRY.values() for p in f.directory_files),
-    "META": tuple(p for f in _TITLE_FORMATS.values() for p in f.directory_files),
+    "source": tuple(p for f in REGISTRY.values() for p in f.directory_files),
+    "meta": tuple(p for f in _TITLE_FORMATS.values() for p in f.directory_files),
 }
 SNIFF_READ_SIZE = 1 << 20   # remote bytes fetched to sniff a file (s3fs reads 50 MiB by default)
 
 
 # --- choosing the format ------------------------------------------------------------------------
 
-_META_HINT = ("looks like a product/movie metadata file; pass it as META= (--meta) and point "
-              "SOURCE= at the ratings or reviews file")
+_META_HINT = (f"looks like a product/movie metadata file; pass it as {setting('meta')}"
+              f"{aside('meta')} and point {setting('source')} at the ratings or reviews file")
 
 
 def _sniffed(url: str, line: bytes, formats) -> Format | None:
@@ -241,8 +241,8 @@ def _named(name: str, formats) -> Format | None:
 def check_format(fmt: str) -> str:
     """Return ``fmt`` if it is a known format or ``auto``; else a one-line error with the fix."""
     if fmt not in FORMAT_CHOICES:
-        raise FmprepError(f"unknown format {fmt!r}; set FORMAT= (--format) to one of "
-                          f"{', '.join(FORMAT_CHOICES)}")
+        raise FmprepError(f"unknown format {fmt!r}; set {setting('format')}{aside('format')} to "
+                          f"one of {', '.join(FORMAT_CHOICES)}")
     return fmt
 
 
@@ -257,7 +257,7 @@ def choose_format(url: str, head: bytes, requested: str = AUTO) -> str:
     head : bytes
         The start of the decompressed file (at least its first line, if it is short).
     requested : str
-        ``FORMAT=``: ``auto`` or one of :data:`FORMATS`.
+        The ``format`` setting: ``auto`` or one of :data:`FORMATS`.
 
     Returns
     -------
@@ -280,13 +280,14 @@ def choose_format(url: str, head: bytes, requested: str = AUTO) -> str:
         found = content or _named(_base_name(url), REGISTRY.values())
         if found is None:
             raise FmprepError(f"{url}: cannot tell the format from its first line "
-                              f"({_shown(line)}) or its name; set FORMAT= (--format) to one of "
-                              f"{', '.join(FORMATS)}")
+                              f"({_shown(line)}) or its name; set {setting('format')}"
+                              f"{aside('format')} to one of {', '.join(FORMATS)}")
         return found.name
     if content is not None and content.name != requested:
-        raise FmprepError(f"{url}: FORMAT={requested} does not match the file, whose first line "
-                          f"({_shown(line)}) is {content.name}; set FORMAT={content.name} or "
-                          "FORMAT=auto")
+        fmt = setting("format")
+        raise FmprepError(f"{url}: {fmt}{requested} does not match the file, whose first line "
+                          f"({_shown(line)}) is {content.name}; set {fmt}{content.name} or "
+                          f"{fmt}auto")
     return requested
 
 
@@ -301,8 +302,8 @@ def _title_format(url: str, head: bytes, _requested=None) -> Format:
              _named(os.path.basename(url), _TITLE_FORMATS.values()))
     if found is None:
         raise FmprepError(f"{url}: not a product metadata file (first line {_shown(line)}); "
-                          "META= takes meta_<Category>.jsonl(.gz) for amazon-2023, u.item, "
-                          "movies.dat or movies.csv for MovieLens")
+                          f"{setting('meta')} takes meta_<Category>.jsonl(.gz) for amazon-2023, "
+                          "u.item, movies.dat or movies.csv for MovieLens")
     return found
 
 
@@ -313,7 +314,7 @@ class ReviewSource(_Source):
 
     def __init__(self, url, fmt=AUTO, storage_options=None, block_size=BLOCK_SIZE,
                  read_size=None):
-        super().__init__(url, fmt, storage_options, block_size, "SOURCE", _review_format,
+        super().__init__(url, fmt, storage_options, block_size, "source", _review_format,
                          read_size)
 
 
@@ -353,7 +354,7 @@ class TitleSource(_Source):
     """A product metadata file opened for streaming; see :func:`open_titles`."""
 
     def __init__(self, url, storage_options=None, block_size=BLOCK_SIZE):
-        super().__init__(url, None, storage_options, block_size, "META", _title_format)
+        super().__init__(url, None, storage_options, block_size, "meta", _title_format)
 
 
 def open_titles(url: str, storage_options: dict | None = None,
@@ -388,13 +389,13 @@ def _base_name(url: str) -> str:
 
 def _is_role_file(name: str, role: str) -> bool:
     base = _base_name(name).lower().removesuffix(".gz")
-    if base.startswith(".") or (role == "SOURCE" and base.startswith("meta_")):
+    if base.startswith(".") or (role == "source" and base.startswith("meta_")):
         return False
     return any(fnmatch.fnmatchcase(base, pattern.lower()) for pattern in DIRECTORY_FILES[role])
 
 
-def directory_files(directory: str, names: list[str], role: str = "SOURCE") -> list[str]:
-    """The files of a directory that ``role`` (``SOURCE`` or ``META``) reads, sorted.
+def directory_files(directory: str, names: list[str], role: str = "source") -> list[str]:
+    """The files of a directory that the setting ``role`` (``source`` or ``meta``) reads, sorted.
 
     Parameters
     ----------
@@ -402,8 +403,8 @@ def directory_files(directory: str, names: list[str], role: str = "SOURCE") -> l
         The directory as the user gave it, for messages.
     names : list of str
         The paths of the files directly inside it (not its subdirectories).
-    role : {"SOURCE", "META"}
-        Review files (:data:`DIRECTORY_FILES` ``["SOURCE"]``) or product metadata files.
+    role : {"source", "meta"}
+        Review files (:data:`DIRECTORY_FILES` ``["source"]``) or product metadata files.
 
     Returns
     -------
@@ -419,11 +420,12 @@ def directory_files(directory: str, names: list[str], role: str = "SOURCE") -> l
     skipped = sorted(_base_name(n) for n in set(names).difference(picked))
     if not picked:
         found = f" (it holds {_listed(skipped)})" if skipped else " (it is empty)"
-        raise FmprepError(f"{role}={directory} is a directory with no "
-                          f"{'review' if role == 'SOURCE' else 'metadata'} files{found}; put "
+        raise FmprepError(f"{setting(role)}{directory} is a directory with no "
+                          f"{'review' if role == 'source' else 'metadata'} files{found}; put "
                           f"{', '.join(p + '(.gz)' for p in DIRECTORY_FILES[role])} files in it, "
-                          f"or set {role}= to a file or glob")
-    log.info("%s=%s: reading %s%s", role, directory, _listed([_base_name(n) for n in picked]),
+                          f"or set {setting(role)} to a file or glob")
+    log.info("%s%s: reading %s%s", setting(role), directory,
+             _listed([_base_name(n) for n in picked]),
              f"; skipping {_listed(skipped)}" if skipped else "")
     return picked
 
@@ -441,13 +443,13 @@ def check_sources(urls: list[str], fmt: str = AUTO, storage_options: dict | None
     Parameters
     ----------
     urls : list of str
-        The review files (SOURCE= expanded).
+        The review files (the ``source`` setting expanded).
     fmt : str
-        ``FORMAT=``: ``auto`` or one of :data:`FORMATS`.
+        The ``format`` setting: ``auto`` or one of :data:`FORMATS`.
     storage_options : dict, optional
         fsspec options; only the first :data:`SNIFF_READ_SIZE` bytes of a file are fetched.
     meta : bool
-        Whether META= gives product titles; without it, a format that has none gets a
+        Whether the ``meta`` setting gives product titles; without it, a format that has none gets a
         warning that names the metadata file to pass.
 
     Returns
@@ -470,13 +472,13 @@ def check_sources(urls: list[str], fmt: str = AUTO, storage_options: dict | None
         by_format.setdefault(found, []).append(_base_name(url))
     if len(by_format) > 1:
         mix = "; ".join(f"{found}: {_listed(names)}" for found, names in by_format.items())
-        raise FmprepError(f"SOURCE mixes formats ({mix}); point SOURCE= at files of one "
-                          "format (run make data once per dataset)")
+        raise FmprepError(f"SOURCE mixes formats ({mix}); point {setting('source')} at files of "
+                          f"one format (run {command('data')} once per dataset)")
     if formats and not meta and formats[0] in TITLE_FILES:
         log.warning("warning: %s files carry no product titles, so every item's title will be "
-                    "empty; set META=%s (--meta) to add them", formats[0],
+                    "empty; set %s%s%s to add them", formats[0], setting("meta"),
                     _sibling_meta(urls[0], formats[0], storage_options) or
-                    f"<the dataset's {TITLE_FILES[formats[0]]}>")
+                    f"<the dataset's {TITLE_FILES[formats[0]]}>", aside("meta"))
     return formats
 
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config import TSV_COLUMNS, USED_COLUMNS
-from ..errors import FmprepError
+from ..errors import FmprepError, setting
 from .columns import REVIEWS_SCHEMA, _decode_column, _nonempty, _np, parse_iso_dates
 from .delimited import _csv_batches
 from .rejects import Rejects, _shown
@@ -26,7 +26,8 @@ def _check_tsv_header(url: str, line: bytes) -> None:
     if tuple(f.decode("utf-8", "replace") for f in fields) != TSV_COLUMNS:
         raise FmprepError(f"{url}: first line is not the Amazon Customer Reviews header "
                           f"(got {_shown(line)}); expected the 15 tab-separated columns "
-                          f"{', '.join(TSV_COLUMNS[:3])}, …, review_date (or set FORMAT=)")
+                          f"{', '.join(TSV_COLUMNS[:3])}, …, review_date (or set "
+                          f"{setting('format')})")
 
 
 def clean_batch(batch: pa.RecordBatch, rejects: Rejects) -> pa.Table:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import FmprepError
+from ..errors import FmprepError, setting
 from .columns import (MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, TITLES_SCHEMA, _decode_column,
                       _nonempty, _np, canonical_table)
 from .delimited import _UNIT_SEPARATOR, _csv_batches, _Replacing
@@ -85,8 +85,8 @@ def read_ratings(fmt, url, head, counter, block_size, rejects):
         line, _, rest = head.partition(b"\n")
         if line.rstrip(b"\r").replace(b" ", b"") != fmt.header.encode():
             raise FmprepError(f"{url}: first line is not the MovieLens {fmt.file} header "
-                              f"{fmt.header!r} (got {_shown(line)}); check SOURCE= "
-                              "and FORMAT=")
+                              f"{fmt.header!r} (got {_shown(line)}); check "
+                              f"{setting('source')} and {setting('format')}")
         stream = _Prefixed(rest, counter)
     else:
         stream = _Prefixed(head, counter)
@@ -98,7 +98,7 @@ def read_ratings(fmt, url, head, counter, block_size, rejects):
         yield _clean_movielens(batch, rejects, fmt)
 
 
-# --- movie lists (META=) ------------------------------------------------------------------------
+# --- movie lists (meta) ---------------------------------------------------------------------------
 
 def sniff_u_item(line: bytes) -> bool:
     """Whether a first line is a ``u.item`` row."""
@@ -156,7 +156,7 @@ def read_titles(fmt, url, head, counter, block_size, rejects):
                 continue
             if first and fmt.header and text.replace(" ", "") != fmt.header:
                 raise FmprepError(f"{url}: first line is not the MovieLens {fmt.file} header "
-                                  f"{fmt.header!r}; check META=")
+                                  f"{fmt.header!r}; check {setting('meta')}")
             got = _movielens_title(fmt, text, first)
             first = False
             if got is None:

@@ -9,7 +9,7 @@ import zlib
 from isal import igzip
 
 from .. import storage
-from ..errors import FmprepError
+from ..errors import FmprepError, setting
 from .rejects import Rejects, _shown
 
 BLOCK_SIZE = 16 << 20       # parse block; also the longest line accepted before a retry
@@ -86,12 +86,12 @@ class _Prefixed(_Reader):
 
 
 
-def open_source(url: str, storage_options: dict | None = None, role: str = "SOURCE",
+def open_source(url: str, storage_options: dict | None = None, role: str = "source",
                 block_size: int | None = None):
     """Open ``url`` and return ``(raw, stream)``: the file and its decompressed bytes.
 
     gzip is recognised by its magic bytes, not by the name. ``role`` names the setting to fix
-    in error messages (``SOURCE`` or ``META``); ``block_size`` is the remote read size
+    in error messages (``source`` or ``meta``); ``block_size`` is the remote read size
     (s3fs's default of 50 MiB would download that much just to sniff a file).
     """
     if block_size is None:
@@ -103,7 +103,8 @@ def open_source(url: str, storage_options: dict | None = None, role: str = "SOUR
     raw.seek(0)
     if not head:
         raw.close()
-        raise FmprepError(f"{url} is empty; point {role}= at a review file (see FORMAT=)")
+        raise FmprepError(f"{url} is empty; point {setting(role)} at a review file (see "
+                          f"{setting('format')})")
     if head == GZIP_MAGIC:
         return raw, igzip.GzipFile(fileobj=raw, mode="rb")
     if url.endswith(".gz"):
@@ -139,9 +140,9 @@ _ARCHIVES = ((b"PK\x03\x04", "a zip archive"), (b"BZh", "bzip2-compressed"),
              (b"\xff\xfe", "UTF-16 text"), (b"\xfe\xff", "UTF-16 text"))
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r\x0c")
 _EXPECTED = {
-    "SOURCE": "a review file (.tsv, .jsonl, u.data, ratings.dat, ratings.csv; plain or .gz, "
+    "source": "a review file (.tsv, .jsonl, u.data, ratings.dat, ratings.csv; plain or .gz, "
               "UTF-8 text)",
-    "META": "a product metadata file (meta_<Category>.jsonl, u.item, movies.dat, movies.csv; "
+    "meta": "a product metadata file (meta_<Category>.jsonl, u.item, movies.dat, movies.csv; "
             "plain or .gz)",
 }
 
@@ -173,10 +174,10 @@ def _check_text(url: str, head: bytes, compressed: bool, role: str) -> None:
                "save it as UTF-8" if what.startswith("UTF-16") else
                "fmprep reads plain or gzip text: extract or convert it first")
         raise FmprepError(f"{url} is {what} (it starts with {_shown(head, binary=True)}); "
-                          f"{fix}, and point {role}= at the result")
+                          f"{fix}, and point {setting(role)} at the result")
     data = "decompresses to binary data" if compressed else "holds binary data"
     raise FmprepError(f"{url} {data}, not UTF-8 text (it starts with "
-                      f"{_shown(head, binary=True)}); point {role}= at "
+                      f"{_shown(head, binary=True)}); point {setting(role)} at "
                       f"{_EXPECTED.get(role, 'a text file')}")
 
 
@@ -251,7 +252,7 @@ class _Source:
     """An open source file: its format, rejects and tables (one per parse block).
 
     ``detect(url, head, requested)`` returns the :class:`fmprep.sources.Format` to read the
-    file with, from its first bytes; ``role`` (``SOURCE`` or ``META``) names the setting in
+    file with, from its first bytes; ``role`` (``source`` or ``meta``) names the setting in
     error messages.
     """
 
