@@ -85,20 +85,7 @@ class PrepSettings:
         fmprep.errors.FmprepError
             If it is not a size, or not more than 0 bytes.
         """
-        from dask.utils import parse_bytes  # the parser ingest uses: the same sizes pass
-
-        from .errors import FmprepError, setting
-
-        # Each field's name is its setting's: the error is spelled as the user set it.
-        var = setting("part_size")
-        value, fix = self.part_size, f"use e.g. {var}{PrepSettings.part_size}"
-        try:
-            size = int(parse_bytes(value) if isinstance(value, str) else value)
-        except (ValueError, TypeError, OverflowError):
-            raise FmprepError(f"{var}{value} is not a size; {fix}") from None
-        if size <= 0:
-            raise FmprepError(f"{var}{value} must be more than 0 bytes; {fix}")
-        return size
+        return size_in_bytes(self.part_size, PrepSettings.part_size)
 
     def validate(self) -> None:
         """Reject settings that cannot work, before any data is read.
@@ -291,3 +278,28 @@ S3FS_RETRIES = 5             # FMPREP_S3FS_RETRIES: s3fs's re-runs of a broken d
                              # a request botocore gave up on after SlowDown or a dropped reply)
 S3_CONNECT_TIMEOUT_S = 10    # FMPREP_S3_CONNECT_TIMEOUT: seconds to open a connection
 S3_READ_TIMEOUT_S = 30       # FMPREP_S3_READ_TIMEOUT: seconds of silence from a connection
+
+
+def size_in_bytes(value, example: str, name: str = "part_size") -> int:
+    """A size setting in bytes (``"128MB"``, ``"1GiB"``, ``"1e6"`` or an int).
+
+    Raises
+    ------
+    fmprep.errors.FmprepError
+        One line naming the setting ``name`` and ``example``, if ``value`` is not a size or
+        not more than 0 bytes.
+    """
+    from dask.utils import parse_bytes  # the parser ingest uses: the same sizes pass
+
+    from .errors import FmprepError, setting
+
+    # The error names the setting as the user set it (make variable or option).
+    var = setting(name)
+    fix = f"use e.g. {var}{example}"
+    try:
+        size = int(parse_bytes(value) if isinstance(value, str) else value)
+    except (ValueError, TypeError, OverflowError):
+        raise FmprepError(f"{var}{value} is not a size; {fix}") from None
+    if size <= 0:
+        raise FmprepError(f"{var}{value} must be more than 0 bytes; {fix}")
+    return size

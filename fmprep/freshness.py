@@ -90,3 +90,42 @@ def read_manifest(output: str, storage_options: dict | None = None) -> dict:
         raise FmprepError(f"no {MANIFEST} in {output}; run {command('data')} first (or pass "
                           f"{setting('output')}{aside('output')})")
     return manifest
+
+
+def trained_artifact(output: str, fix: str, storage_options: dict | None = None,
+                     manifest: dict | None = None) -> tuple[dict, str]:
+    """The completed SageMaker training job recorded beside OUTPUT, and its model artifact.
+
+    Parameters
+    ----------
+    output : str
+        OUTPUT, whose ``sagemaker.json`` records the job (``make train BACKEND=sagemaker``).
+    fix : str
+        What to do when there is no completed job, ending the one-line error.
+    storage_options : dict, optional
+    manifest : dict, optional
+        OUTPUT's manifest, when the caller has read it (read here otherwise).
+
+    Returns
+    -------
+    job : dict
+        The job's record.
+    artifact : str
+        Its ``model.tar.gz`` URL.
+
+    Raises
+    ------
+    FmprepError
+        Without a completed job, or for one trained on other data than OUTPUT's.
+    """
+    where = storage.join(output, config.SAGEMAKER_RECORD)
+    job = (storage.read_json(where, storage_options) or {}).get("training_job") or {}
+    if job.get("status") != "Completed" or not job.get("model_artifact"):
+        raise FmprepError(f"no completed SageMaker training job recorded in {where}; {fix}")
+    artifact = job["model_artifact"]
+    if manifest is None:
+        manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
+    if manifest is not None:
+        check_model({"data": job.get("data")}, manifest,
+                    f"training job {job.get('name')} ({artifact})")
+    return job, artifact

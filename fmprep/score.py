@@ -79,7 +79,7 @@ import pyarrow.parquet as pq
 
 from . import config, owned, partio, retries, storage
 from .cluster import dask_client
-from .config import MANIFEST, PARQUET_OPTIONS
+from .config import MANIFEST, PARQUET_OPTIONS, size_in_bytes
 from .errors import FmprepError, command, setting
 from .freshness import check_model, data_stamp, read_manifest
 
@@ -263,19 +263,7 @@ def read_pairs(input: str, input_format: str = "auto", blocksize: str | int | No
 
 def _blocksize(value: str | int | None) -> int | None:
     """CSV bytes per partition, or one line naming the part size setting."""
-    from dask.utils import parse_bytes
-
-    if value is None:
-        return None
-    var = setting("part_size")
-    fix = f"use e.g. {var}{DEFAULT_BLOCKSIZE}"
-    try:
-        size = int(parse_bytes(value) if isinstance(value, str) else value)
-    except (ValueError, TypeError, OverflowError):
-        raise FmprepError(f"{var}{value} is not a size; {fix}") from None
-    if size <= 0:
-        raise FmprepError(f"{var}{value} must be more than 0 bytes; {fix}")
-    return size
+    return None if value is None else size_in_bytes(value, DEFAULT_BLOCKSIZE)
 
 
 @contextlib.contextmanager

@@ -436,22 +436,15 @@ def import_model(output: str, artifact: str | None = None, model_dir: str | None
         Without an artifact to import, for a damaged artifact, or a feature_dim mismatch.
     """
     from .. import config
-    from ..freshness import check_model, data_stamp, read_manifest
+    from ..freshness import data_stamp, read_manifest, trained_artifact
     from .training import read_channel, write_evaluation
 
     manifest = read_manifest(output, storage_options)
     if artifact is None:
-        record = storage.read_json(storage.join(output, config.SAGEMAKER_RECORD),
-                                   storage_options) or {}
-        job = record.get("training_job") or {}
-        if job.get("status") != "Completed" or not job.get("model_artifact"):
-            raise FmprepError(f"no completed SageMaker training job recorded in "
-                              f"{storage.join(output, config.SAGEMAKER_RECORD)}; pass "
-                              f"{setting('artifact')}<model.tar.gz path or s3:// URI> or run "
-                              f"{command('train')} {setting('backend')}sagemaker first")
-        artifact = job["model_artifact"]
-        check_model({"data": job.get("data")}, manifest,
-                    f"training job {job.get('name')} ({artifact})")
+        job, artifact = trained_artifact(
+            output, f"pass {setting('artifact')}<model.tar.gz path or s3:// URI> or run "
+                    f"{command('train')} {setting('backend')}sagemaker first",
+            storage_options, manifest)
         job_name = job.get("name")
     else:
         job_name = None

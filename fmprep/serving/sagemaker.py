@@ -33,7 +33,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, NoCredentialsError,
 
 from .. import config, retries, storage
 from ..config import MANIFEST
-from ..freshness import check_model, data_stamp
+from ..freshness import data_stamp, trained_artifact
 from ..errors import FmprepError, aside, command, setting
 # The contract only (no numba): validating names must not load the local trainers.
 from ..model.hyperparameters import (sagemaker_default_hyperparameters, sagemaker_hyperparameters,
@@ -363,15 +363,8 @@ def deploy(output: str, role: str, instance_type: str = config.ENDPOINT_INSTANCE
     job = record.get("training_job") or {}
     trained_on = None
     if model_artifact is None:
-        if job.get("status") != "Completed" or not job.get("model_artifact"):
-            raise FmprepError(f"no completed training job recorded in "
-                              f"{storage.join(output, config.SAGEMAKER_RECORD)}; run train with "
-                              f"{setting('backend')}sagemaker first")
-        model_artifact = job["model_artifact"]
-        manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
-        if manifest is not None:
-            check_model({"data": job.get("data")}, manifest,
-                        f"training job {job.get('name')} ({model_artifact})")
+        job, model_artifact = trained_artifact(
+            output, f"run train with {setting('backend')}sagemaker first", storage_options)
         trained_on = job.get("data")
     region = resolve_region(region or record.get("region"))
     image = fm_image_uri(region, image_uri)

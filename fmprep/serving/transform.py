@@ -30,9 +30,8 @@ import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import config, storage
-from ..config import MANIFEST
 from ..errors import FmprepError, command, setting
-from ..freshness import check_model
+from ..freshness import trained_artifact
 from .sagemaker import (_DONE, RECORDIO, _call, _check_output, _check_role, _clients,
                         _write_record, fm_image_uri, read_record, resolve_region)
 
@@ -126,17 +125,9 @@ def transform(output: str, input_uri: str, output_uri: str, role: str | None = N
     """
     _check_output(output)
     record = read_record(output, storage_options)
-    job = record.get("training_job") or {}
-    if job.get("status") != "Completed" or not job.get("model_artifact"):
-        raise FmprepError(f"no completed training job recorded in "
-                          f"{storage.join(output, config.SAGEMAKER_RECORD)}; run "
-                          f"{command('train')} {setting('backend')}sagemaker first (or use "
-                          f"{setting('backend')}local)")
-    artifact = job["model_artifact"]
-    manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
-    if manifest is not None:
-        check_model({"data": job.get("data")}, manifest,
-                    f"training job {job.get('name')} ({artifact})")
+    job, artifact = trained_artifact(
+        output, f"run {command('train')} {setting('backend')}sagemaker first (or use "
+                f"{setting('backend')}local)", storage_options)
     region = resolve_region(region or record.get("region"))
     image = fm_image_uri(region, image_uri)
     sm, _ = _clients(region)
