@@ -41,13 +41,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import owned, partio, storage
+from . import layout, owned, partio, storage
 from .config import INGEST_MANIFEST, MANIFEST, MANIFEST_FORMAT, REVIEWS_DIR, PrepSettings
 from .errors import FmprepError, command, setting
 
 log = logging.getLogger(__name__)
 
-DAYS_PER_YEAR = 365.25
 CUSTOMER_SEED = 0x43   # different seeds: a customer and a product with one id get other keys
 PRODUCT_SEED = 0x50
 TITLE_SEED = 0x54
@@ -645,12 +644,7 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     items = items.map_partitions(assign_ids, item_offsets, "item",
                                  meta=items._meta.assign(item=np.int64(0)))
     feature_dim = num_users + num_items + 1
-    if settings.days_scale == "years":
-        days_divisor = DAYS_PER_YEAR
-    elif settings.days_scale == "unit":
-        days_divisor = max(max_days) or 1.0
-    else:
-        days_divisor = 1.0
+    days_divisor = layout.days_divisor(settings.days_scale, max(max_days))
 
     # 4. User ids go back to the part their customers came from (a shuffle of the users, not
     #    of the rows); the item map (two integers per item) goes to every part. The rows then

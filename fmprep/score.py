@@ -77,7 +77,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import config, owned, partio, retries, storage
+from . import config, layout, owned, partio, retries, storage
 from .cluster import dask_client
 from .config import MANIFEST, PARQUET_OPTIONS, size_in_bytes
 from .errors import FmprepError, command, setting
@@ -409,15 +409,13 @@ def _features(part: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, spec
                   np.datetime64(0, "D"))
     # An unknown customer counts 0 days: the row would be their first review.
     days = np.where(known_c & date_ok, (used - first).astype(np.int64), 0)
-    scaled = days / spec["divisor"]
-    seen = spec["train_range"]
-    clipped = np.clip(scaled, seen[0], seen[1]) if seen else scaled
-    days_clipped = (clipped != scaled) & date_ok
+    clipped, days_clipped = layout.scale_days(days, spec)
+    days_clipped = days_clipped & date_ok
 
     user = _take(users["user"].to_numpy(np.int64), upos, 0)
     item = _take(items["item"].to_numpy(np.int64), ipos, 0)
     present = np.column_stack([known_c, known_p, np.ones(n, bool)])
-    keys = np.column_stack([user, item, np.full(n, F - 1, np.int64)])
+    keys = np.column_stack([user, item, np.full(n, layout.days_column(F), np.int64)])
     vals = np.column_stack([np.ones(n), np.ones(n), clipped])
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(present.sum(axis=1), out=indptr[1:])

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .. import storage
+from ..layout import whole_days
 from ..config import MANIFEST
 from ..errors import FmprepError, command, setting
 
@@ -42,7 +43,7 @@ def _channel_part_stats(url: str, channel: str, n_ids: int, divisor: float,
     ratings = table.column("star_rating").to_numpy().astype(np.float64)
     halves = np.bincount(np.rint(ratings * 2).astype(np.int64), minlength=HALVES)[:HALVES]
     days_raw = table.column("days_since_first").to_numpy().astype(np.float64)
-    days = np.rint(days_raw * divisor).astype(np.int64) if len(days_raw) else days_raw.astype(int)
+    days = whole_days(days_raw, divisor) if len(days_raw) else days_raw.astype(int)
     out = {"halves": halves, "days": np.bincount(days) if len(days) else np.zeros(1, np.int64),
            "rows": table.num_rows}
     users = table.column("user").to_numpy().astype(np.int64)

@@ -12,7 +12,7 @@ import datetime as dt
 
 import pyarrow.parquet as pq
 
-from .. import storage
+from .. import layout, storage
 from ..config import MANIFEST
 from ..errors import FmprepError, command, setting
 from ..freshness import read_manifest, stale_reason
@@ -107,18 +107,16 @@ def fm_row(output: str, work: str | None, customer: str, product: str,
     first = first.date() if isinstance(first, dt.datetime) else first
     days = (date - first).days
     feature_dim = int(manifest["feature_dim"])
-    divisor = float(manifest["days_since_first"]["divisor"])
-    scaled, clipped = days / divisor, None
-    seen = manifest["days_since_first"].get("train_range")
-    if seen and not seen[0] <= scaled <= seen[1]:
-        scaled = min(max(scaled, seen[0]), seen[1])
-        clipped = round(scaled * divisor)
+    spec = manifest["days_since_first"]
+    scaled, was_clipped = layout.scale_days(days, spec)
+    divisor, seen = float(spec["divisor"]), spec.get("train_range")
+    clipped = int(layout.whole_days(scaled, divisor)) if was_clipped else None
     user, item = int(users["user"][0].as_py()), int(items["item"][0].as_py())
     info = {"feature_dim": feature_dim, "user": user, "item": item,
             "title": items["product_title"][0].as_py(), "first_review": str(first),
             "date": date, "days": days, "clipped_days": clipped,
-            "seen_days": [round(v * divisor) for v in seen] if seen else None}
-    return [user, item, feature_dim - 1], [1.0, 1.0, scaled], info
+            "seen_days": layout.whole_days(seen, divisor).tolist() if seen else None}
+    return [user, item, layout.days_column(feature_dim)], [1.0, 1.0, scaled], info
 
 
 def rating_text(raw: float, label_range: list | None) -> str:
