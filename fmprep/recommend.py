@@ -232,7 +232,7 @@ def recommend_output(output: str, k: int = 10, work: str | None = None,
         recs = users.map_partitions(_rank_block, train, model_d, items_d, num_users, k,
                                     meta=_empty())
         written = dask.compute(write_parts_tasks(recs, out_dir, storage_options))[0]
-    files = [f"{name}" for name, _ in written]
+    files = [name for name, _ in written]
     rows = int(sum(n for _, n in written))
     result = {"format": FORMAT, "created": dt.datetime.now(dt.timezone.utc).isoformat(
                   timespec="seconds"),

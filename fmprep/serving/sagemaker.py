@@ -301,19 +301,50 @@ def train(output: str, role: str, hyperparameters: dict,
     return job
 
 
-def _wait_training(sm, name: str, poll_seconds: float, echo) -> dict:
+def poll(describe, shown, done, poll_seconds: float, echo, wait_s: float | None = None,
+         late=None, key=None) -> dict:
+    """Describe a SageMaker resource until ``done(desc)``; echo each new state once.
+
+    Parameters
+    ----------
+    describe : callable
+        ``describe()`` → the describe_* response.
+    shown : callable
+        ``shown(desc)`` → the state as one line (echoed when it changes).
+    done : callable
+        ``done(desc)`` → True when waiting is over (it may raise for a failed resource).
+    wait_s : float, optional
+        Give up after this long: raise FmprepError(``late(desc)``).
+    key : callable, optional
+        ``key(desc)`` → what counts as a new state (default: the shown line).
+    """
+    deadline = None if wait_s is None else time.monotonic() + wait_s
     last = None
     while True:
-        desc = _call(sm, "describe_training_job", TrainingJobName=name)
-        state = (desc["TrainingJobStatus"], desc.get("SecondaryStatus"))
+        desc = describe()
+        state = key(desc) if key else shown(desc)
         if state != last:
-            transitions = desc.get("SecondaryStatusTransitions") or [{}]
-            detail = transitions[-1].get("StatusMessage", "")
-            echo(f"{name}: {state[0]} / {state[1]}" + (f" – {detail}" if detail else ""))
+            echo(shown(desc))
             last = state
-        if state[0] in _DONE:
+        if done(desc):
             return desc
+        if deadline is not None and time.monotonic() > deadline:
+            raise FmprepError(late(desc))
         time.sleep(poll_seconds)
+
+
+def _training_state(name: str, desc: dict) -> str:
+    transitions = desc.get("SecondaryStatusTransitions") or [{}]
+    detail = transitions[-1].get("StatusMessage", "")
+    return (f"{name}: {desc['TrainingJobStatus']} / {desc.get('SecondaryStatus')}"
+            + (f" – {detail}" if detail else ""))
+
+
+def _wait_training(sm, name: str, poll_seconds: float, echo) -> dict:
+    return poll(lambda: _call(sm, "describe_training_job", TrainingJobName=name),
+                lambda d: _training_state(name, d),
+                lambda d: d["TrainingJobStatus"] in _DONE, poll_seconds, echo,
+                key=lambda d: (d["TrainingJobStatus"], d.get("SecondaryStatus")))
 
 
 # --- deploy / undeploy --------------------------------------------------------------------------
@@ -403,23 +434,18 @@ def deploy(output: str, role: str, instance_type: str = config.ENDPOINT_INSTANCE
 
 
 def _wait_endpoint(sm, name: str, poll_seconds: float, echo) -> str:
-    deadline = time.monotonic() + config.ENDPOINT_WAIT_S
-    last = None
-    while True:
-        desc = _call(sm, "describe_endpoint", EndpointName=name)
-        status = desc["EndpointStatus"]
-        if status != last:
-            echo(f"{name}: {status}")
-            last = status
-        if status == "InService":
-            return status
-        if status == "Failed":
+    def in_service(desc: dict) -> bool:
+        if desc["EndpointStatus"] == "Failed":
             raise FmprepError(f"endpoint {name} failed: {desc.get('FailureReason', 'no reason')}; "
                               "check the model artifact, image and instance type")
-        if time.monotonic() > deadline:
-            raise FmprepError(f"endpoint {name} not InService after {config.ENDPOINT_WAIT_S} s "
-                              f"(status {status}); it was deleted, try deploy again")
-        time.sleep(poll_seconds)
+        return desc["EndpointStatus"] == "InService"
+
+    desc = poll(lambda: _call(sm, "describe_endpoint", EndpointName=name),
+                lambda d: f"{name}: {d['EndpointStatus']}", in_service, poll_seconds, echo,
+                config.ENDPOINT_WAIT_S,
+                lambda d: (f"endpoint {name} not InService after {config.ENDPOINT_WAIT_S} s "
+                           f"(status {d['EndpointStatus']}); it was deleted, try deploy again"))
+    return desc["EndpointStatus"]
 
 
 _DELETE = {"endpoint": ("delete_endpoint", "EndpointName"),

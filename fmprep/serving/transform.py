@@ -23,7 +23,6 @@ import datetime as dt
 import io
 import logging
 import posixpath
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -32,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .. import config, storage
 from ..errors import FmprepError, command, setting
 from ..freshness import trained_artifact
-from .sagemaker import (_DONE, RECORDIO, _call, _check_output, _check_role, _clients,
+from .sagemaker import (_DONE, RECORDIO, _call, _check_output, _check_role, _clients, poll,
                         _write_record, fm_image_uri, read_record, resolve_region)
 
 __all__ = ["JSONLINES", "TRANSFORM_INSTANCE_COUNT", "TRANSFORM_INSTANCE_TYPE",
@@ -184,20 +183,11 @@ def transform(output: str, input_uri: str, output_uri: str, role: str | None = N
 
 
 def _wait_transform(sm, name: str, poll_seconds: float, echo) -> dict:
-    deadline = time.monotonic() + TRANSFORM_WAIT_S
-    last = None
-    while True:
-        desc = _call(sm, "describe_transform_job", TransformJobName=name)
-        status = desc["TransformJobStatus"]
-        if status != last:
-            echo(f"{name}: {status}")
-            last = status
-        if status in _DONE:
-            return desc
-        if time.monotonic() > deadline:
-            raise FmprepError(f"transform job {name} still {status} after {TRANSFORM_WAIT_S} s; "
-                              "see it in the SageMaker console")
-        time.sleep(poll_seconds)
+    return poll(lambda: _call(sm, "describe_transform_job", TransformJobName=name),
+                lambda d: f"{name}: {d['TransformJobStatus']}",
+                lambda d: d["TransformJobStatus"] in _DONE, poll_seconds, echo, TRANSFORM_WAIT_S,
+                lambda d: (f"transform job {name} still {d['TransformJobStatus']} after "
+                           f"{TRANSFORM_WAIT_S} s; see it in the SageMaker console"))
 
 
 def find_outputs(output_uri: str, names: list[str],
