@@ -59,3 +59,24 @@ def _alive(pid):
     # A zombie is gone for our purposes.
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "zombie" not in status.read_text()
+
+
+def test_make_train_defaults_then_recommend(tmp_path, sample_file):
+    """make data → make train (no settings) → make recommend / CUSTOMER= / evaluate."""
+    source, _ = sample_file
+    paths = [f"SOURCE={source}", f"WORK={tmp_path / 'work'}", f"OUTPUT={tmp_path / 'out'}"]
+    make("data", *paths, "TRAIN_SHARDS=2")
+    make("train", *paths)
+    assert (tmp_path / "out" / "model" / "ranking" / "model.json").exists()
+    out = make("recommend", *paths, "K=5").stdout
+    assert "recommendations for" in out
+    recs = pd.read_parquet(tmp_path / "out" / "recommendations")
+    users = pd.read_parquet(tmp_path / "work" / "users")
+    assert set(recs["customer_id"]) == set(users["customer_id"])
+    assert (recs.groupby("customer_id").size() == 5).all()
+    customer = users.sort_values("user")["customer_id"].iloc[0]
+    one = make("recommend", *paths, f"CUSTOMER={customer}", "K=3").stdout
+    expect = recs[recs["customer_id"] == customer].sort_values("rank")["product_id"].head(3)
+    assert all(p in one for p in expect)
+    evaluation = make("evaluate", *paths).stdout
+    assert "recommender" in evaluation and "popularity" in evaluation
