@@ -1,5 +1,5 @@
 """The HTML report: its numbers against the manifest and an independent pandas computation, its
-images, its crash safety, S3, and a render in headless Chromium."""
+SVG charts (also on edge cases), its crash safety, S3, and a render in headless Chromium."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import threading
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import numpy as np
@@ -21,11 +22,15 @@ from PIL import Image
 
 from fmprep.model.training import train_from_output
 from fmprep import pipeline, report, storage
+from fmprep.report import charts
 from fmprep.config import PrepSettings
 from fmprep.errors import FmprepError
 from fmprep.sources import FORMAT_REASONS, REJECT_REASONS
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SVG_NS = "{http://www.w3.org/2000/svg}"
+CHARTS = {"funnel.svg", "ratings_per_customer.svg", "ratings_per_product.svg",
+          "star_ratings.svg", "days_since_first.svg", "learning_curve.svg"}
+OLD_PNGS = {n.replace(".svg", ".png") for n in CHARTS}
 SETTINGS = dict(min_customer_ratings=3, min_product_ratings=4, train_shards=3,
                 days_scale="years", part_size="500kB")
 CHROMIUM_INSTALL = "apt-get update && apt-get install -y chromium"
@@ -73,6 +78,43 @@ def number(text: str) -> int:
     return int(text.split("(")[0].replace(",", "").strip())
 
 
+def parse_svg(text: str) -> tuple[ET.Element, list[str]]:
+    """An SVG chart parsed as XML, and its texts; every coordinate is a number inside the
+    canvas (so not NaN), the legend and labels included."""
+    root = ET.fromstring(text)
+    assert root.tag == f"{SVG_NS}svg"
+    width, height = float(root.get("width")), float(root.get("height"))
+    assert root.get("viewBox") == f"0 0 {root.get('width')} {root.get('height')}"
+    assert 200 <= width <= 1200 and 150 <= height <= 1200, (width, height)
+    for el in root.iter():
+        for attr in ("x", "x1", "x2", "cx"):
+            if el.get(attr) is not None:
+                assert 0 <= float(el.get(attr)) <= width, (el.tag, el.attrib)
+        for attr in ("y", "y1", "y2", "cy"):
+            if el.get(attr) is not None:
+                assert 0 <= float(el.get(attr)) <= height, (el.tag, el.attrib)
+        for attr in ("width", "height", "r"):
+            if el is not root and el.get(attr) is not None:
+                assert 0 <= float(el.get(attr)) <= max(width, height), (el.tag, el.attrib)
+        for pair in (el.get("points") or "").split():
+            px, py = map(float, pair.split(","))
+            assert 0 <= px <= width and 0 <= py <= height, pair
+    return root, [t.text for t in root.iter(f"{SVG_NS}text")]
+
+
+def plot_area(root: ET.Element) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the chart's plot area: its clip rectangle."""
+    r = root.find(f"{SVG_NS}defs/{SVG_NS}clipPath/{SVG_NS}rect")
+    x, y, w, h = (float(r.get(a)) for a in ("x", "y", "width", "height"))
+    return x, y, x + w, y + h
+
+
+def data_elements(root: ET.Element, tag: str) -> list[ET.Element]:
+    """The ``tag`` elements drawn in the clipped plot area (not the legend's samples)."""
+    group = next(g for g in root.iter(f"{SVG_NS}g") if g.get("clip-path"))
+    return list(group.iter(f"{SVG_NS}{tag}"))
+
+
 @pytest.fixture(scope="module")
 def prepped(sample_file, tmp_path_factory):
     """make data on the 20 k-row sample (several parts, non-default thresholds) and a small
@@ -92,22 +134,63 @@ def test_report_lists_valid_images_and_the_manifest_numbers(prepped):
     text = open(index, encoding="utf-8").read()
     page = Page(text)
 
-    # Every chart is referenced, relative, exists and is a real PNG of a sensible size.
-    on_disk = {os.path.basename(p) for p in glob.glob(os.path.join(output, "report", "*.png"))}
-    assert set(page.images) == on_disk
-    assert on_disk >= {"funnel.png", "ratings_per_customer.png", "ratings_per_product.png",
-                       "star_ratings.png", "days_since_first.png", "learning_curve.png"}
+    # Every chart is referenced, relative, exists and is a well-formed SVG document.
+    folder = os.path.join(output, "report")
+    assert not glob.glob(os.path.join(folder, "*.png"))
+    on_disk = {os.path.basename(p) for p in glob.glob(os.path.join(folder, "*.svg"))}
+    assert set(page.images) == on_disk == CHARTS
+    svgs = {}
     for src in page.images:
         assert "/" not in src and ":" not in src
-        path = os.path.join(output, "report", src)
-        with open(path, "rb") as f:
-            assert f.read(8) == PNG_MAGIC
-        with Image.open(path) as im:
-            im.verify()
-        with Image.open(path) as im:
-            w, h = im.size
-            assert 400 <= w <= 2000 and 300 <= h <= 2000, (src, im.size)
-            assert np.asarray(im.convert("L")).std() > 5, f"{src} looks blank"
+        with open(os.path.join(folder, src), encoding="utf-8") as f:
+            svgs[src] = parse_svg(f.read())
+
+    # The charts show the data: the funnel's labels (escaped in the file) and counts ...
+    c, ing = manifest["counts"], manifest["ingest"]
+    root, texts = svgs["funnel.svg"]
+    assert "Rows from the source to the train and test channels" in texts
+    assert "removed: customer < 3 ratings" in texts and "train" in texts
+    top = ing["rows_read"]
+    assert f"{c['train_rows']:,} ({charts.fmt_percent(c['train_rows'], top)})" in texts
+    assert f"{top:,} (100.0 %)" in texts
+    n_bars = len([st for st in report.funnel_steps(manifest)
+                  if st["kind"] != "removed" or st["rows"]])
+    assert len(data_elements(root, "rect")) == n_bars
+    # ... each customer / product count a point, placed by k and by its count on log axes ...
+    stats = json.load(open(os.path.join(folder, "stats.json")))
+    for name, what, setting_name in (("ratings_per_customer.svg", "customers",
+                                      "MIN_CUSTOMER_RATINGS"),
+                                     ("ratings_per_product.svg", "products",
+                                      "MIN_PRODUCT_RATINGS")):
+        root, texts = svgs[name]
+        dist = stats["distributions"][what]
+        t = dist["threshold"]
+        assert any(x.startswith(f"{setting_name} = {t} (keep k ≥ {t}): removes ") for x in texts)
+        assert f"50 % of {what} have ≤ {dist['quantiles']['50']}" in texts
+        assert {"1", "10"} <= set(texts)  # decades
+        dots = data_elements(root, "circle")
+        assert len(dots) == len(dist["histogram"])
+        left, top_px, right, bottom = plot_area(root)
+        xy = [(float(d.get("cx")), float(d.get("cy"))) for d in dots]
+        assert all(left <= x <= right and top_px <= y <= bottom for x, y in xy)
+        assert all(a[0] < b[0] for a, b in zip(xy, xy[1:]))  # ascending k, left to right
+        by_count = sorted(zip((n for _, n in dist["histogram"]), (y for _, y in xy)))
+        assert all(a[1] >= b[1] for a, b in zip(by_count, by_count[1:]))  # more is higher
+        # one decade is as far from the next on both axes' tick labels: a log scale
+        ticks = {tx.text: float(tx.get("x")) for tx in root.iter(f"{SVG_NS}text")
+                 if tx.get("text-anchor") == "middle" and tx.text in ("1", "10", "100")}
+        assert ticks["10"] - ticks["1"] == pytest.approx(ticks["100"] - ticks["10"], abs=0.2)
+    # ... train and test bars per star, the days histogram and the learning curve.
+    root, texts = svgs["star_ratings.svg"]
+    assert {"1 ★", "5 ★", f"train ({c['train_rows']:,} rows)",
+            f"test ({c['test_rows']:,} rows)"} <= set(texts)
+    assert len(data_elements(root, "rect")) == 2 * 5
+    root, texts = svgs["days_since_first.svg"]
+    assert {"train", "test", "rows", "days_since_first"} <= set(texts)
+    assert len(data_elements(root, "polyline")) == 2
+    root, texts = svgs["learning_curve.svg"]
+    assert {"test:rmse", "train rmse (each row before its update)", "epoch", "RMSE"} <= set(texts)
+    assert any(x.startswith("predict the train mean: ") for x in texts)
 
     # Static and self-contained.
     assert page.scripts == 0 and "<script" not in text.lower()
@@ -115,7 +198,6 @@ def test_report_lists_valid_images_and_the_manifest_numbers(prepped):
     assert all(link == "data:," for link in page.links)
 
     # The funnel equals the manifest.
-    c, ing = manifest["counts"], manifest["ingest"]
     want = {"rows_read": ing["rows_read"], "rows_valid": ing["rows_valid"],
             "duplicates_removed": c["duplicates_removed"],
             "rows_deduped": c["rows_in"] - c["duplicates_removed"],
@@ -207,10 +289,15 @@ def test_escaping_refresh_and_stale_charts(prepped, tmp_path):
     index = report.write_report(odd, work=work)
     text = open(index, encoding="utf-8").read()
     assert "<b>" not in text and "out &lt;b&gt;&amp;&quot;x&quot;" in text
-    assert os.path.exists(os.path.join(odd, "report", "learning_curve.png"))
+    assert os.path.exists(os.path.join(odd, "report", "learning_curve.svg"))
 
     # No model any more, but a SageMaker job: its final metrics replace the learning curve,
-    # whose now-unused PNG is removed. Data stats come from stats.json: WORK is not read again.
+    # whose now-unused SVG is removed, as are the PNG charts an earlier fmprep wrote; a file
+    # of the user's stays. Data stats come from stats.json: WORK is not read again.
+    folder = os.path.join(odd, "report")
+    for name in OLD_PNGS | {"my-chart.png", "notes.svg"}:
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n")
     shutil.rmtree(os.path.join(odd, "model"))
     storage.write_json(os.path.join(odd, "sagemaker.json"), {
         "region": "us-east-1", "training_job": {
@@ -221,8 +308,10 @@ def test_escaping_refresh_and_stale_charts(prepped, tmp_path):
     index = report.write_report(odd, work=str(tmp_path / "no-such-work"))
     text = open(index, encoding="utf-8").read()
     assert "fm-&lt;job&gt;" in text and "1.0512" in text and "test:rmse" in text
-    assert not os.path.exists(os.path.join(odd, "report", "learning_curve.png"))
-    assert "learning_curve.png" not in text
+    assert sorted(os.listdir(folder)) == sorted(CHARTS - {"learning_curve.svg"}
+                                                 | {"index.html", "stats.json", "my-chart.png",
+                                                    "notes.svg"})
+    assert "learning_curve" not in text
 
     # refresh=True reads WORK again, and says what to do when it is gone.
     with pytest.raises(FmprepError, match="no finished prepare stage"):
@@ -239,14 +328,14 @@ def test_a_crash_leaves_no_report_that_looks_complete(prepped, tmp_path, monkeyp
     real = storage.write_bytes_atomic
     written = []
 
-    def crash_on_third_png(url, data, storage_options=None):
-        if url.endswith(".png"):
+    def crash_on_third_chart(url, data, storage_options=None):
+        if url.endswith(".svg"):
             written.append(url)
             if len(written) == 3:
                 raise OSError("disk full")
         return real(url, data, storage_options)
 
-    monkeypatch.setattr(storage, "write_bytes_atomic", crash_on_third_png)
+    monkeypatch.setattr(storage, "write_bytes_atomic", crash_on_third_chart)
     with pytest.raises(OSError, match="disk full"):
         report.write_report(out, work=work)
     assert not os.path.exists(index)  # the old page went first; the new one never appeared
@@ -304,9 +393,143 @@ def test_report_on_s3(prepped, s3):
     remote = json.loads(s3.cat("fmprep-test/out/report/stats.json"))
     assert remote["distributions"] == local["distributions"]
     assert remote["cold_start"] == local["cold_start"]
-    for src in Page(text).images:
-        assert s3.cat(f"fmprep-test/out/report/{src}")[:8] == PNG_MAGIC
+    images = Page(text).images
+    assert set(images) == CHARTS - {"learning_curve.svg"}
+    for src in images:
+        parse_svg(s3.cat(f"fmprep-test/out/report/{src}").decode("utf-8"))
     assert "No model yet" in text
+
+
+# --- charts on edge cases -------------------------------------------------------------------------
+
+EMPTY_QUANTILES = {"50": None, "75": None, "90": None, "95": None, "99": None, "max": None,
+                   "count": 0, "rows": 0}
+
+
+def dist(hist, threshold, quantiles=None, below=(0, 0)):
+    q = quantiles or {"50": 1, "75": 1, "90": 2, "95": 2, "99": 3, "max": 3, "count": 5,
+                      "rows": 9}
+    return {"histogram": hist, "quantiles": q, "threshold": threshold,
+            "below_threshold": {"keys": below[0], "rows": below[1]}}
+
+
+@pytest.mark.parametrize("threshold", [0, None, 1, 2, 50])
+def test_counts_chart_thresholds(threshold):
+    hist = [[1, 3], [2, 1], [3, 1]]
+    root, texts = parse_svg(charts.plot_counts(dist(hist, threshold, below=(3, 3)),
+                                               "products", "MIN_<P>"))
+    lines = [(float(el.get("x1")), el.get("stroke"), el.get("stroke-width"))
+             for el in data_elements(root, "line")]
+    red = [x for x, colour, _ in lines if colour == charts.C_REMOVED]
+    shaded = [r for r in data_elements(root, "rect") if r.get("fill") == charts.C_REMOVED]
+    legend = [x for x in texts if x.startswith("MIN_<P> = ")]
+    if threshold:
+        assert legend == [f"MIN_<P> = {threshold} (keep k ≥ {threshold}): removes 60.0 % of "
+                          f"the products, 33.3 % of the rows"]
+        assert len(red) == 1  # between k = t - 1 and t, also for t = 1 (left of k = 1)
+        left, _, right, _ = plot_area(root)
+        assert left < red[0] < right
+        assert len(shaded) == (threshold > 1)
+    else:
+        assert not legend and not red and not shaded
+    # quantile lines at k = 1, 2 and 3 (50, 90, 99 %)
+    assert len([x for x, colour, _ in lines if colour == charts.C_GREY]) == 3
+    assert "&lt;P&gt;" in charts.plot_counts(dist(hist, 2), "products", "MIN_<P>")
+
+
+def test_counts_chart_without_data():
+    root, texts = parse_svg(charts.plot_counts(dist([], 5, EMPTY_QUANTILES), "customers",
+                                               "MIN_CUSTOMER_RATINGS"))
+    assert "Ratings per customer (0 customers)" in texts
+    assert not data_elements(root, "circle")
+    assert any(x.startswith("MIN_CUSTOMER_RATINGS = 5 (keep k ≥ 5): removes –") for x in texts)
+    # one count far from 1: the y axis still shows two decades to read it against
+    _, texts = parse_svg(charts.plot_counts(dist([[40, 30]], 3), "customers", "X"))
+    assert {"10", "100"} <= set(texts)
+
+
+def test_linear_and_log_ticks():
+    for lo, hi in ((0, 63.1), (0, 5.6e6), (0, 6087), (0.37, 1.3), (1.27, 1.556), (0, 1)):
+        scale = charts._linear_scale(lo, hi)
+        values = [v for v, _ in scale.ticks]
+        assert 4 <= len(values) <= 6, (lo, hi, values)
+        step = values[1] - values[0]
+        mantissa = step / 10 ** np.floor(np.log10(step))
+        assert min(abs(mantissa - m) for m in (1, 2, 5)) < 1e-9, step
+        assert scale.lo <= values[0] and values[-1] <= scale.hi
+    assert [t for _, t in charts._linear_scale(0, 5.6e6).ticks][1:3] == ["1,000,000",
+                                                                        "2,000,000"]
+    assert [t for _, t in charts._linear_scale(0.9, 3.1, integer=True).ticks] == ["1", "2", "3"]
+    log = charts._log_scale(0.5, 2e6)
+    assert [t for _, t in log.ticks] == ["1", "10", "100", "1,000", "10,000", "100,000",
+                                         "1,000,000"]
+    assert log.frac(0) is None and log.frac(-1) is None and log.frac(None) is None
+    assert log.frac(10) - log.frac(1) == pytest.approx(log.frac(100) - log.frac(10))
+
+
+def test_star_and_days_charts_on_edge_cases():
+    ch = lambda ratings, days: {"rows": sum(n for _, n in ratings), "ratings": ratings,  # noqa
+                                "days": days}
+    # no rows at all; a single (half) star value; all days 0; half stars and short spans
+    for stats, n_bars, n_steps in (
+            ({"train": ch([[1.0, 0], [2.0, 0]], [0]), "test": ch([], [0])}, 4, 0),
+            ({"train": ch([], []), "test": ch([], [])}, 0, 0),
+            ({"train": ch([[4.5, 5]], [5]), "test": ch([[4.5, 2]], [2])}, 2, 2),
+            ({"train": ch([[v / 2, 1] for v in range(1, 11)], [3, 0, 0, 1, 5]),
+              "test": ch([[5.0, 3]], [0] * 7 + [3])}, 20, 2)):
+        root, texts = parse_svg(charts.plot_stars(stats))
+        assert len(data_elements(root, "rect")) == n_bars
+        assert f"train ({stats['train']['rows']:,} rows)" in texts
+        root, texts = parse_svg(charts.plot_days(stats))
+        assert len(data_elements(root, "polyline")) == n_steps
+        assert "days since the customer's first kept review" in texts
+    _, texts = parse_svg(charts.plot_stars(
+        {"train": ch([[v / 2, 1] for v in range(1, 11)], [1]), "test": ch([[5.0, 3]], [1])}))
+    assert {"0.5 ★", "4.5 ★", "5 ★"} <= set(texts)
+    # 100 days in 60 bins at most: a step is two points per bin and one at each end
+    root, _ = parse_svg(charts.plot_days({"train": ch([[5.0, 1]], [1] * 500),
+                                          "test": ch([[5.0, 1]], [1])}))
+    points = [len(p.get("points").split()) for p in data_elements(root, "polyline")]
+    assert points == [2 * 60 + 2, 2 * 60 + 2]
+
+
+def test_learning_curve_on_edge_cases():
+    def curve(epochs, baseline=1.25, predictor_type="regressor"):
+        return parse_svg(charts.plot_learning_curve(
+            {"epochs": epochs, "predictor_type": predictor_type}, baseline))
+
+    root, texts = curve([])
+    assert not data_elements(root, "polyline") and "Learning curve (local trainer)" in texts
+    root, texts = curve([{"epoch": 1, "train:loss": 1.0, "test:rmse": 1.1}])
+    assert not data_elements(root, "polyline")  # one point: markers only
+    assert len(data_elements(root, "circle")) == 1 and len(data_elements(root, "rect")) == 1
+    assert "predict the train mean: 1.250" in texts
+    # a metric missing or None in some epochs: the line breaks there
+    epochs = [{"epoch": i, "train:loss": 0.5, "test:rmse": None if i == 3 else 1.0 + i / 10}
+              for i in range(1, 7)]
+    epochs[0]["train:loss"] = None
+    root, texts = curve(epochs)
+    assert len([p for p in data_elements(root, "polyline")
+                if p.get("stroke") == charts.C_TEST]) == 2
+    # a classifier: its test metrics, no train RMSE and no mean baseline
+    root, texts = curve([{"epoch": i, "test:accuracy": 0.6, "test:f1": float("nan"),
+                          "train:loss": 0.7} for i in range(1, 4)], predictor_type="x")
+    assert {"test:accuracy", "test:f1", "metric"} <= set(texts)
+    assert not any("train rmse" in x or "train mean" in x for x in texts)
+    # many epochs (the sampler's 200 sweeps): lines without a marker per point
+    root, _ = curve([{"epoch": i, "train:loss": 1 / i, "test:rmse": 1 + 1 / i}
+                     for i in range(1, 201)])
+    assert not data_elements(root, "circle") and len(data_elements(root, "polyline")) == 2
+
+
+def test_funnel_chart_of_empty_counts():
+    manifest = {"counts": {k: 0 for k in ("rows_in", "duplicates_removed", "rows_kept",
+                                          "removed_by_customer_filter",
+                                          "removed_by_product_filter", "train_rows",
+                                          "test_rows")}}
+    root, texts = parse_svg(charts.plot_funnel(report.funnel_steps(manifest)))
+    assert "valid rows" in texts and "0 (0.0 %)" in texts
+    assert "removed: customer < ? ratings" not in texts  # removals of 0 rows are left out
 
 
 # --- headless Chromium ----------------------------------------------------------------------------

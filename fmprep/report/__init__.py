@@ -5,7 +5,7 @@ writes ``OUTPUT/report/``:
 
 * ``stats.json``: every number the report shows, keyed by the manifest's ``key`` so that a
   refresh after training reuses it instead of reading the data again;
-* one PNG per chart (matplotlib's Agg renderer; no display needed);
+* one SVG document per chart (drawn by hand in :mod:`.charts`: no plotting library);
 * ``index.html``: static and self-contained (inline CSS, images by relative path, no
   JavaScript, no external URL), written last and atomically. Any previous ``index.html`` is
   deleted first, so a crash part-way never leaves a page that looks complete.
@@ -39,8 +39,11 @@ INDEX = "index.html"
 STATS = "stats.json"
 
 # Every chart write_report can draw; charts of an earlier report that this one lacks are removed.
-IMAGES = ("funnel.png", "ratings_per_customer.png", "ratings_per_product.png", "star_ratings.png",
-          "days_since_first.png", "learning_curve.png")
+IMAGES = ("funnel.svg", "ratings_per_customer.svg", "ratings_per_product.svg", "star_ratings.svg",
+          "days_since_first.svg", "learning_curve.svg")
+# The PNG charts of fmprep versions before the SVG ones: removed from a report written by them.
+OLD_IMAGES = ("funnel.png", "ratings_per_customer.png", "ratings_per_product.png",
+              "star_ratings.png", "days_since_first.png", "learning_curve.png")
 
 
 def _remove(url: str, storage_options) -> None:
@@ -52,7 +55,7 @@ def _remove(url: str, storage_options) -> None:
 def write_report(output: str, storage_options: dict | None = None, work: str | None = None,
                  model_dir: str | None = None, refresh: bool = False,
                  manifest: dict | None = None) -> str:
-    """Write ``OUTPUT/report/index.html`` and its PNG charts; return the page's path.
+    """Write ``OUTPUT/report/index.html`` and its SVG charts; return the page's path.
 
     Parameters
     ----------
@@ -82,10 +85,11 @@ def write_report(output: str, storage_options: dict | None = None, work: str | N
 
     Notes
     -----
-    Order of writes: the old ``index.html`` is deleted, then ``stats.json`` and the PNGs are
-    written (each atomically), then ``index.html``, then PNGs of an earlier report that the new
-    one does not use are deleted. Data statistics are reused from ``stats.json`` when its key
-    equals the manifest's, so refreshing after training reads only the model's metrics.
+    Order of writes: the old ``index.html`` is deleted, then ``stats.json`` and the SVG charts
+    are written (each atomically), then ``index.html``, then charts of an earlier report that
+    the new one does not use are deleted (and the PNG charts of fmprep versions before SVG).
+    Data statistics are reused from ``stats.json`` when its key equals the manifest's, so
+    refreshing after training reads only the model's metrics.
     """
     if manifest is None:
         manifest = storage.read_json(storage.join(output, MANIFEST), storage_options)
@@ -109,24 +113,26 @@ def write_report(output: str, storage_options: dict | None = None, work: str | N
         storage.write_json(stats_url, stats, storage_options)
 
     images = {
-        "funnel.png": plot_funnel(funnel_steps(manifest)),
-        "ratings_per_customer.png": plot_counts(stats["distributions"]["customers"],
+        "funnel.svg": plot_funnel(funnel_steps(manifest)),
+        "ratings_per_customer.svg": plot_counts(stats["distributions"]["customers"],
                                                 "customers", "MIN_CUSTOMER_RATINGS"),
-        "ratings_per_product.png": plot_counts(stats["distributions"]["products"],
+        "ratings_per_product.svg": plot_counts(stats["distributions"]["products"],
                                                "products", "MIN_PRODUCT_RATINGS"),
-        "star_ratings.png": plot_stars(stats),
-        "days_since_first.png": plot_days(stats),
+        "star_ratings.svg": plot_stars(stats),
+        "days_since_first.svg": plot_days(stats),
     }
     model_html = model_sections(output, model_dir or storage.join(output, LOCAL_MODEL_DIR),
                                  stats, storage_options, images)
     generated = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     page = render_html(output, manifest, stats, model_html, generated)
-    for name, data in images.items():
-        storage.write_bytes_atomic(storage.join(report, name), data, storage_options)
+    for name, svg in images.items():
+        storage.write_bytes_atomic(storage.join(report, name), svg.encode("utf-8"),
+                                   storage_options)
     storage.write_bytes_atomic(index, page.encode("utf-8"), storage_options)
 
     # Only charts this module names: a file a user put in the report folder stays.
-    owned.remove_files(report, [n for n in IMAGES if n not in images], storage_options)
+    owned.remove_files(report, [n for n in IMAGES + OLD_IMAGES if n not in images],
+                       storage_options)
     log.info("report: %s", index)
     return index
 

@@ -83,7 +83,7 @@ def model_sections(output: str, model_dir: str, stats: dict, storage_options,
     if metrics:
         baseline = mean_baseline_rmse(stats)
         regressor = metrics.get("predictor_type", "regressor") == "regressor"
-        images["learning_curve.png"] = plot_learning_curve(metrics, baseline)
+        images["learning_curve.svg"] = plot_learning_curve(metrics, baseline)
         epochs = metrics.get("epochs") or []
         names = sorted({k for e in epochs for k in e if k not in ("epoch", "seconds")},
                        key=lambda k: (not k.startswith("train:"), k)) + ["seconds"]
@@ -101,7 +101,7 @@ def model_sections(output: str, model_dir: str, stats: dict, storage_options,
             info.append(("training seconds", f"{metrics['train_seconds']:.1f}"))
         parts.append("<h3>Local trainer</h3>")
         parts.append('<div class="split">'
-                     + _figure_html("learning_curve.png", "learning curve: test metrics per epoch",
+                     + _figure_html("learning_curve.svg", "learning curve: test metrics per epoch",
                                     f"from {metrics_url}")
                      + "<div>" + _table(["", "value"], info, {1}, ' class="model"')
                      + _table(["epoch"] + names, rows, set(range(len(names) + 1)),
@@ -180,7 +180,7 @@ def render_html(output: str, manifest: dict, stats: dict, model_html: str,
 
     h.append('<h2 id="funnel">Rows: source → train and test</h2>')
     h.append('<div class="split">'
-             + _figure_html("funnel.png", "funnel of rows from source to train and test")
+             + _figure_html("funnel.svg", "funnel of rows from source to train and test")
              + _table(["step", "rows", "% of first"],
                       [(st["label"], fmt_number(st["rows"]), fmt_percent(st["rows"], top))
                        for st in steps],
@@ -196,8 +196,8 @@ def render_html(output: str, manifest: dict, stats: dict, model_html: str,
              "thresholds are applied to (in <code>kcore</code> mode, the first pass). The red "
              "line is the threshold; everything left of it is removed.</p>")
     h.append('<div class="grid">'
-             + _figure_html("ratings_per_customer.png", "ratings per customer, log-log")
-             + _figure_html("ratings_per_product.png", "ratings per product, log-log")
+             + _figure_html("ratings_per_customer.svg", "ratings per customer, log-log")
+             + _figure_html("ratings_per_product.svg", "ratings per product, log-log")
              + "</div>")
     head = ["", "count"] + [f"{q} %" for q in QUANTILES] + ["max", "threshold",
                                                                "below threshold", "their rows"]
@@ -225,10 +225,10 @@ def render_html(output: str, manifest: dict, stats: dict, model_html: str,
         days_rows.append(tuple([ch] + [fmt_number(q[str(p)]) for p in (50, 90, 99)]
                                + [fmt_number(q["max"])]))
     h.append('<h2 id="channels">Train and test rows</h2><div class="grid"><div>')
-    h.append(_figure_html("star_ratings.png", "star rating distribution, train vs test"))
+    h.append(_figure_html("star_ratings.svg", "star rating distribution, train vs test"))
     h.append(_table(["star_rating", "train", "test"], stars, {1, 2}, ' class="stars"'))
     h.append("</div><div>")
-    h.append(_figure_html("days_since_first.png", "days_since_first histogram, train vs test"))
+    h.append(_figure_html("days_since_first.svg", "days_since_first histogram, train vs test"))
     h.append(_table(["days_since_first (days)", "50 %", "90 %", "99 %", "max"], days_rows,
                     {1, 2, 3, 4}, ' class="days"'))
     divisor = (manifest.get("days_since_first") or {}).get("divisor", 1.0)
