@@ -172,7 +172,8 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
     fingerprints = [ingest_stage.source_fingerprint(u, storage_options) for u in sources]
     meta_files = expand_meta(meta, storage_options)
     meta_fingerprints = [ingest_stage.source_fingerprint(u, storage_options) for u in meta_files]
-    ingest_key = stage_key("ingest", fingerprints, settings.part_size, fmt, meta_fingerprints)
+    ingest_key = stage_key("ingest", ingest_stage.LAYOUT, fingerprints, settings.part_size, fmt,
+                           meta_fingerprints)
     prepare_key = stage_key("prepare", ingest_key, settings.to_dict())
     encode_key = stage_key("encode", prepare_key, output)
     total_bytes = sum(f["size"] or 0 for f in fingerprints + meta_fingerprints)

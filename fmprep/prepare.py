@@ -20,9 +20,10 @@ the scheduler:
 * train/test shards: a row's shard is a hash of (customer, product), rows inside a shard
   are ordered by that hash, so shards are similar in size and in a fixed, shuffled order.
 
-The rows are shuffled once by customer and written to ``WORK/_deduped``, so that every
-per-customer step afterwards is local to a part: parts are sorted by (customer, review_date,
-review_id) there, and the filter, ``days_since_first``, the split and the user statistics are
+Ingest has grouped the rows by customer bucket already (row group j of every part is bucket
+j), so each bucket is read, deduplicated and written to ``WORK/_deduped`` without a shuffle, and
+every per-customer step afterwards is local to a part: parts are sorted by (customer,
+review_date, review_id) there, and the filter, ``days_since_first``, the split and the user statistics are
 single passes over each sorted part (``WORK/_kept``). Only the small per-customer and
 per-product tables are sorted or joined across parts, and the kept rows are shuffled once more
 into their shards. These scratch files are Arrow IPC and are removed when the stage is done.
@@ -35,7 +36,6 @@ import logging
 
 import dask
 import dask.dataframe as dd
-import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -44,75 +44,30 @@ import pyarrow.compute as pc
 from . import layout, owned, partio, storage
 from .config import INGEST_MANIFEST, MANIFEST, MANIFEST_FORMAT, REVIEWS_DIR, PrepSettings
 from .errors import FmprepError, command, setting
+from .keys import CHECK_SEED, CUSTOMER_SEED, PRODUCT_SEED, TITLE_SEED, bucket_of, string_keys
 
 log = logging.getLogger(__name__)
 
-CUSTOMER_SEED = 0x43   # different seeds: a customer and a product with one id get other keys
-PRODUCT_SEED = 0x50
-TITLE_SEED = 0x54
-CHECK_SEED = 0x21  # a second, independent key of customer_id: see dedupe_partition
 INPUT_COLUMNS = ["customer_id", "review_id", "product_id", "product_title", "star_rating",
                  "review_date"]
 # Scratch directories of WORK (Arrow IPC files, see partio), removed when the stage is done:
-BY_CUSTOMER = "_by_customer"  # the shuffles' files
-BY_PRODUCT = "_by_product"
+BY_PRODUCT = "_by_product"    # the shuffles' files
 BY_SHARD = "_by_shard"
 DEDUPED = "_deduped"          # rows after dedupe, one part per customer bucket
 KEPT = "_kept"                # rows after the filter, with days and the split
-SCRATCH_DIRS = (BY_CUSTOMER, BY_PRODUCT, DEDUPED, KEPT, BY_SHARD)
+SCRATCH_DIRS = (BY_PRODUCT, DEDUPED, KEPT, BY_SHARD)
 # After dedupe a row needs its keys, its rating and date, and customer_id for the users map
 # (product ids and titles come from the reviews themselves; review_id only broke ties).
 DEDUPED_COLUMNS = ["ckey", "pkey", "customer_id", "star_rating", "review_date"]
 ROW_COLUMNS = ["user", "item", "days_since_first", "star_rating", "review_date"]
+SHARD_INPUT_COLUMNS = ["ckey", "pkey", "star_rating", "review_date", "days_since_first", "is_test"]
+# Rows per partition of the user and item tables while they are sorted into ids (a user row is
+# ~100 bytes in pandas, an item row with its title ~300).
+USERS_PER_PARTITION = 2_000_000
+ITEMS_PER_PARTITION = 500_000
 
 
 # --- keys ---------------------------------------------------------------------------------------
-
-@numba.njit(cache=True, nogil=True)
-def _hash_utf8(offsets, data, seed, out):  # pragma: no cover - compiled
-    # FNV-1a over the bytes, then MurmurHash3's 64-bit finalizer to spread the low bits.
-    prime = np.uint64(1099511628211)
-    for i in range(out.shape[0]):
-        h = np.uint64(14695981039346656037) ^ seed
-        for j in range(offsets[i], offsets[i + 1]):
-            h = (h ^ np.uint64(data[j])) * prime
-        h ^= h >> np.uint64(33)
-        h *= np.uint64(0xFF51AFD7ED558CCD)
-        h ^= h >> np.uint64(33)
-        h *= np.uint64(0xC4CEB9FE1A85EC53)
-        h ^= h >> np.uint64(33)
-        out[i] = h
-
-
-def string_keys(values: pd.Series, seed: int) -> np.ndarray:
-    """Stable 64-bit keys of the UTF-8 strings in ``values`` (same on every machine and run).
-
-    Parameters
-    ----------
-    values : pandas.Series or pyarrow.Array or pyarrow.ChunkedArray
-        Strings without nulls.
-    seed : int
-        Mixed into every key, so that two kinds of ids with equal text get different keys.
-
-    Returns
-    -------
-    numpy.ndarray of uint64
-    """
-    arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)
-    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
-    out = np.empty(len(arr), dtype=np.uint64)
-    start = 0
-    for chunk in chunks:
-        if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
-            chunk = chunk.cast(pa.string())
-        _, offsets, data = chunk.buffers()
-        width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-        offsets = np.frombuffer(offsets, dtype=width)[chunk.offset:chunk.offset + len(chunk) + 1]
-        data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(1, np.uint8)
-        _hash_utf8(offsets.astype(np.int64), data, np.uint64(seed), out[start:start + len(chunk)])
-        start += len(chunk)
-    return out
-
 
 def key_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a part of reviews into keyed rows and its title counts.
@@ -299,12 +254,17 @@ def assign_ids(df: pd.DataFrame, offsets: list[int], id_column: str,
 
 
 def join_ids(rows: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    """Add ``user`` (from the part's own customers) and ``item`` (from all items) by key."""
-    joined = (rows.merge(users[["ckey", "user"]], on="ckey", how="inner", validate="many_to_one")
-              .merge(items[["pkey", "item"]], on="pkey", how="inner", validate="many_to_one"))
-    if len(joined) != len(rows):  # every kept row's customer and product has an id
-        raise RuntimeError("prepare: a kept row has no user or item id")
-    return joined
+    """Add ``user`` (from the part's own customers) and ``item`` (from all items) by key.
+
+    A hash lookup into each map (keys are unique there), rows kept in their order.
+    """
+    ids = {}
+    for name, key, table in (("user", "ckey", users), ("item", "pkey", items)):
+        at = pd.Index(table[key].to_numpy()).get_indexer(rows[key].to_numpy())
+        if len(at) and at.min() < 0:  # every kept row's customer and product has an id
+            raise RuntimeError(f"prepare: a kept row has no {name} id")
+        ids[name] = table[name].to_numpy()[at]
+    return rows.assign(**ids)
 
 
 def shard_hash(df: pd.DataFrame) -> np.ndarray:
@@ -319,24 +279,6 @@ def sort_shard(df: pd.DataFrame) -> pd.DataFrame:
 
 # --- tasks: parts in, files and small tables out ----------------------------------------------
 
-def _bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
-    return (keys % np.uint64(n_buckets)).astype(np.int64)
-
-
-def scatter_reviews(url: str, out_url: str, titles_url: str, n_buckets: int,
-                    n_title_buckets: int, storage_options: dict | None) -> None:
-    """Map side of the shuffles by customer and by product, for one reviews part.
-
-    The keyed rows go to ``out_url`` bucketed by ckey, the part's title counts (see
-    :func:`key_rows`) to ``titles_url`` bucketed by pkey.
-    """
-    rows, titles = key_rows(partio.read_part(url, INPUT_COLUMNS, storage_options))
-    partio.write_buckets(rows, _bucket_of(rows["ckey"].to_numpy(), n_buckets), n_buckets,
-                         out_url, storage_options)
-    partio.write_buckets(titles, _bucket_of(titles["pkey"].to_numpy(), n_title_buckets),
-                         n_title_buckets, titles_url, storage_options)
-
-
 def titles_bucket(urls: list[str], bucket: int, keep_products: np.ndarray,
                   storage_options: dict | None) -> pd.DataFrame:
     """Reduce side: :func:`item_titles` of the kept products in one product bucket."""
@@ -344,14 +286,22 @@ def titles_bucket(urls: list[str], bucket: int, keep_products: np.ndarray,
     return item_titles(counts[pd.Index(counts["pkey"].to_numpy()).isin(keep_products)])
 
 
-def dedupe_bucket(urls: list[str], bucket: int, out_url: str,
-                  storage_options: dict | None) -> dict:
-    """Reduce side: every row of one customer bucket → deduplicated, sorted, written to ``out_url``.
+def dedupe_bucket(urls: list[str], bucket: int, out_url: str, titles_url: str,
+                  n_title_buckets: int, storage_options: dict | None) -> dict:
+    """Every row of one customer bucket → deduplicated, sorted, written to ``out_url``.
+
+    The bucket is row group ``bucket`` of every ingest part (see :mod:`fmprep.ingest`). Its
+    title counts (see :func:`key_rows`) go to ``titles_url``, bucketed by pkey: the map side
+    of the shuffle by product.
 
     Returns the file name, its rows, its product counts and its histogram of ratings per
     customer (``h[k]`` customers have ``k`` rows).
     """
-    df = dedupe_partition(partio.read_bucket(urls, bucket, storage_options))
+    rows, titles = key_rows(partio.read_parquet_bucket(urls, bucket, INPUT_COLUMNS,
+                                                       storage_options))
+    partio.write_buckets(titles, bucket_of(titles["pkey"].to_numpy(), n_title_buckets),
+                         n_title_buckets, titles_url, storage_options)
+    df = dedupe_partition(rows)
     rows = partio.write_scratch_part(df, out_url, storage_options)
     # A bucket holds all of its customers' rows, so these histograms add up across buckets.
     _, ratings_per_customer = _runs(df["ckey"].to_numpy())
@@ -376,6 +326,7 @@ def finish_part(df: pd.DataFrame, keep_products: np.ndarray, min_customer_rating
     rows, customers = days_and_split(kept)
     partio.write_scratch_part(rows, url, storage_options)
     return {"removed": removed, "users": customers.assign(part=np.int64(part)),
+            "n_users": len(customers),
             "products": product_counts(kept),
             "max_days": float(rows["days_since_first"].max()) if len(rows) else 0.0}
 
@@ -388,7 +339,8 @@ def scatter_shards(url: str, users: pd.DataFrame, items: pd.DataFrame, days_divi
     Bucket ``s < train_shards`` is train shard ``s``; bucket ``train_shards + s`` test shard
     ``s``.
     """
-    rows = join_ids(partio.read_scratch_part(url, None, storage_options), users, items)
+    rows = join_ids(partio.read_scratch_part(url, SHARD_INPUT_COLUMNS, storage_options), users,
+                    items)
     rows["days_since_first"] = rows["days_since_first"] / days_divisor
     h = shard_hash(rows)
     is_test = rows["is_test"].to_numpy()
@@ -412,6 +364,9 @@ def _ingested_parts(work: str, storage_options: dict | None) -> tuple[dict, list
     if manifest is None:
         raise FmprepError(f"{storage.join(work, REVIEWS_DIR)} is missing or incomplete; run the "
                           f"previous stage first ({command('data')} runs them all)")
+    if "customer_buckets" not in manifest:
+        raise FmprepError(f"{storage.join(work, REVIEWS_DIR)} was written by an earlier fmprep; "
+                          f"run {command('data')} again to rewrite it")
     return manifest, [storage.join(work, REVIEWS_DIR, p) for p in manifest["parts"]]
 
 
@@ -455,6 +410,11 @@ def capped_shards(settings: PrepSettings, train_rows: int, test_rows: int) -> tu
     return counts[0], counts[1]
 
 
+def _partitions(rows: int, per_partition: int) -> int:
+    """Partitions for a table of ``rows`` rows with at most ``per_partition`` each."""
+    return max(1, -(-rows // per_partition))
+
+
 def _after(value, *done):
     """``value``, once the tasks ``done`` have run (a barrier in the task graph)."""
     return value
@@ -462,7 +422,9 @@ def _after(value, *done):
 
 # fmprep's own names for what prepare writes under WORK (see fmprep.owned): scratch files of
 # the shuffles, and the parts of the four datasets.
-SCRATCH_FILES = tuple(f"{d}/part-*{partio.SCRATCH_SUFFIX}" for d in SCRATCH_DIRS)
+# (_by_customer: the shuffle by customer of fmprep versions before ingest bucketed the parts)
+SCRATCH_FILES = tuple(f"{d}/part-*{partio.SCRATCH_SUFFIX}"
+                      for d in SCRATCH_DIRS + ("_by_customer",))
 OUTPUT_DIRS = ("train", "test", "users", "items")
 OWN_FILES = SCRATCH_FILES + tuple(f"{d}/part-*.parquet" for d in OUTPUT_DIRS)
 
@@ -542,21 +504,20 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     ingested, review_parts = _ingested_parts(work, storage_options)
     out_manifest = storage.join(work, MANIFEST)
     clear(work, storage_options)
-    n_parts = len(review_parts)
+    # Ingest wrote each part's rows grouped by customer bucket: bucket j is row group j of
+    # every part, so that every customer's rows come together without a shuffle here.
+    n_parts = ingested["customer_buckets"]
     split_out = max(1, n_parts // 8)
     delayed = dask.delayed
 
-    # 1. The rows go to customer buckets through files (memory: one part per task); each bucket
-    #    is deduplicated, sorted by customer and written to _deduped, counting products.
+    # 1. Each customer bucket is deduplicated, sorted by customer and written to _deduped
+    #    (memory: one bucket per task), counting products; its titles go to product buckets.
     scratch = [f"part-{i:05d}{partio.SCRATCH_SUFFIX}" for i in range(n_parts)]
-    scattered = [storage.join(work, BY_CUSTOMER, name) for name in scratch]
     title_files = [storage.join(work, BY_PRODUCT, name) for name in scratch]
-    maps = [delayed(scatter_reviews)(url, out, titles_out, n_parts, n_parts, storage_options)
-            for url, out, titles_out in zip(review_parts, scattered, title_files)]
     dedup_dir = storage.join(work, DEDUPED)
-    after_maps = delayed(_after)(scattered, *maps)  # every bucket needs every map's file
     parts = dask.persist(*[
-        delayed(dedupe_bucket)(after_maps, i, storage.join(dedup_dir, name), storage_options)
+        delayed(dedupe_bucket)(review_parts, i, storage.join(dedup_dir, name), title_files[i],
+                               n_parts, storage_options)
         for i, name in enumerate(scratch)])
     written, histograms = dask.compute([(p["file"], p["rows"]) for p in parts],
                                        [p["customer_histogram"] for p in parts])
@@ -596,8 +557,9 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
             delayed(finish_part)(r, keep_products, settings.min_customer_ratings, url, i,
                                  storage_options)
             for i, (r, url) in enumerate(zip(rows, kept_urls))])
-        (last_removed, max_days) = dask.compute([f["removed"] for f in finished],
-                                                [f["max_days"] for f in finished])
+        (last_removed, max_days, part_users) = dask.compute(
+            [f["removed"] for f in finished], [f["max_days"] for f in finished],
+            [f["n_users"] for f in finished])
         removed["by_customer"] += sum(r["by_customer"] for r in last_removed)
         removed["by_product"] += sum(r["by_product"] for r in last_removed)
         break
@@ -616,7 +578,10 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
                               "n_ratings": pd.Series([], dtype="int64"),
                               "first_review": pd.Series([], dtype="datetime64[ms]"),
                               "part": pd.Series([], dtype="int64")})
-    users = dd.from_delayed([f["users"] for f in finished], meta=user_meta, verify_meta=False)
+    # Sorted in as few partitions as memory allows: one partition sorts without a shuffle.
+    users = dd.from_delayed([f["users"] for f in finished], meta=user_meta,
+                            verify_meta=False).repartition(
+        npartitions=_partitions(sum(part_users), USERS_PER_PARTITION))
     product_meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"),
                                  "n": pd.Series([], dtype="int64")})
     item_n = (dd.from_delayed([f["products"] for f in finished], meta=product_meta,
@@ -630,7 +595,8 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
                               for j in range(n_parts)],
                              meta=title_meta,
                              verify_meta=False)
-    items = item_n.merge(titles, on="pkey", how="left")
+    items = item_n.merge(titles, on="pkey", how="left").repartition(
+        npartitions=_partitions(len(keep_products), ITEMS_PER_PARTITION))
     users, items = dask.persist(users, items)
     users, items = dask.persist(
         users.sort_values(["n_ratings", "customer_id"], ascending=[False, True]),

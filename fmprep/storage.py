@@ -7,6 +7,7 @@ s3fs and boto3 both honour.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -111,26 +112,35 @@ def read_json(url: str, storage_options: dict | None = None) -> dict | None:
         return json.loads(f.read().decode("utf-8"))
 
 
-def write_bytes_atomic(url: str, data: bytes, storage_options: dict | None = None) -> None:
-    """Write ``data`` so that readers see either nothing or the whole file.
+@contextlib.contextmanager
+def open_atomic(url: str, storage_options: dict | None = None):
+    """A binary file to write ``url`` through, seen by readers only once complete.
 
-    Local files go to a temporary name and are renamed; S3 objects appear only when the upload
-    completes, so they are written directly.
+    Local files are written under a temporary name and renamed when the block ends without an
+    error (removed otherwise); S3 objects appear only when the upload completes, so they are
+    written directly. Writers stream into it: no copy of the whole file in memory.
     """
     fs, path = filesystem(url, storage_options)
     if is_remote(url):
         with fs.open(path, "wb") as f:
-            f.write(data)
+            yield f
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_bytes_atomic(url: str, data: bytes, storage_options: dict | None = None) -> None:
+    """Write ``data`` so that readers see either nothing or the whole file (see
+    :func:`open_atomic`)."""
+    with open_atomic(url, storage_options) as f:
+        f.write(data)
 
 
 def write_json(url: str, obj: dict, storage_options: dict | None = None) -> None:

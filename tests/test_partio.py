@@ -58,3 +58,30 @@ def test_scratch_files_are_compressed_on_remote_storage_only(tmp_path, s3):
     partio.write_scratch_part(df, remote)
     assert s3.size(remote.removeprefix("s3://")) < 0.8 * (tmp_path / local).stat().st_size
     pdt.assert_frame_equal(partio.read_scratch_part(remote), df)
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_bucketed_parquet_round_trip_with_empty_buckets(tmp_path, remote, request):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = "s3://fmprep-test/parts" if remote else str(tmp_path)
+    if remote:
+        request.getfixturevalue("s3")
+    blocks = [pa.Table.from_pandas(frame(50, seed=1), preserve_index=False),
+              pa.Table.from_pandas(frame(30, seed=2), preserve_index=False)]
+    buckets = [np.array([2, 0] * 25), np.array([0, 2, 3] * 10)]  # bucket 1: no row
+    groups = partio.bucket_groups(blocks, buckets, 4)
+    assert [g.num_rows for g in groups] == [35, 0, 35, 10]
+    url = f"{base}/part-0.parquet"
+    assert partio.write_bucketed_parquet(groups, url, {"compression": "none"}) == 80
+    if not remote:
+        assert pq.ParquetFile(url).num_row_groups == 4  # row group j is bucket j, empty or not
+    for j in range(4):
+        # Rows of a bucket keep their order: first block's, then the second's.
+        want = pd.concat([b.to_pandas()[k == j] for b, k in zip(blocks, buckets)],
+                         ignore_index=True)
+        got = partio.read_parquet_bucket([url, url], j)
+        pdt.assert_frame_equal(got, pd.concat([want, want], ignore_index=True),
+                               check_dtype=True)
+    assert list(partio.read_parquet_bucket([url], 3, ["star_rating"]).columns) == ["star_rating"]

@@ -8,10 +8,14 @@ import os
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+import pytest
 from sagemaker.amazon.common import read_records
 
-from fmprep import pipeline
+from fmprep import pipeline, prepare
 from fmprep.config import PrepSettings
+from fmprep.errors import FmprepError
+from fmprep.keys import customer_buckets
 from reference import expected_prep, parse_tsv
 
 
@@ -71,7 +75,17 @@ def test_one_partition_and_many_give_identical_shards(tmp_path, sample_file):
     source, _ = sample_file
     one, _, out_one = run(tmp_path, source, name="one", part_size="1GB")
     many, work_many, out_many = run(tmp_path, source, name="many", part_size="200kB")
-    assert len(json.load(open(os.path.join(work_many, "reviews", "_manifest.json")))["parts"]) > 5
+    ingested = json.load(open(os.path.join(work_many, "reviews", "_manifest.json")))
+    assert len(ingested["parts"]) > 5 and ingested["customer_buckets"] > 5
+    # Row group j of every part holds exactly the customers of bucket j: what lets prepare
+    # read a bucket's rows without a shuffle.
+    n = ingested["customer_buckets"]
+    for name in ingested["parts"]:
+        part = pq.ParquetFile(os.path.join(work_many, "reviews", name))
+        assert part.num_row_groups == n
+        for j in range(n):
+            ids = part.read_row_group(j, columns=["customer_id"]).column("customer_id")
+            assert (customer_buckets(ids, n) == j).all()
     for channel in ("train", "test"):
         shards = one["channels"][channel]["shards"]
         assert [s["file"] for s in shards] == [s["file"] for s in many["channels"][channel]["shards"]]
@@ -123,3 +137,14 @@ def test_rerun_skips_finished_stages_and_settings_change_reruns(tmp_path, sample
     changed, _, _ = run(tmp_path, source, min_customer_ratings=3)
     assert "ingest: up to date" in caplog.text and "prepare: up to date" not in caplog.text
     assert changed["num_users"] > first["num_users"]
+
+
+def test_prepare_refuses_reviews_of_an_earlier_layout(tmp_path, sample_file):
+    source, _ = sample_file
+    _, work, _ = run(tmp_path, source)
+    path = os.path.join(work, "reviews", "_manifest.json")
+    ingested = json.load(open(path))
+    del ingested["customer_buckets"]  # as fmprep wrote it before parts were bucketed
+    json.dump(ingested, open(path, "w"))
+    with pytest.raises(FmprepError, match="written by an earlier fmprep; run make data again"):
+        prepare.prepare(work, PrepSettings())
