@@ -8,8 +8,9 @@ write with :func:`write_part` / :func:`write_parts_tasks`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dask
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -17,6 +18,9 @@ import pyarrow.parquet as pq
 
 from . import storage
 from .config import PARQUET_OPTIONS
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
 
 
 def read_part(url: str, columns: list[str] | None = None,
@@ -28,21 +32,25 @@ def read_part(url: str, columns: list[str] | None = None,
 
 
 def read_parts(urls: list[str], columns: list[str] | None = None,
-               storage_options: dict | None = None) -> dd.DataFrame:
+               storage_options: dict | None = None) -> "dd.DataFrame":
     """A Dask DataFrame with exactly one partition per file in ``urls``."""
+    import dask.dataframe as dd  # 0.7 s to import: not before a stage needs it (ingest doesn't)
+
     meta = read_part(urls[0], columns, storage_options).iloc[:0]
     return dd.from_map(read_part, urls, columns=columns, storage_options=storage_options,
                        meta=meta, enforce_metadata=False)
 
 
-def write_part(df: pd.DataFrame, url: str, storage_options: dict | None = None) -> int:
-    """Write one partition as one Parquet file (atomically for local paths); return its rows."""
+def write_part(df: pd.DataFrame | pa.Table, url: str, storage_options: dict | None = None) -> int:
+    """Write one partition (pandas or Arrow) as one Parquet file (atomically for local paths);
+    return its rows."""
+    table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
     with storage.open_atomic(url, storage_options) as f:
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f, **PARQUET_OPTIONS)
+        pq.write_table(table, f, **PARQUET_OPTIONS)
     return len(df)
 
 
-def write_parts_tasks(ddf: dd.DataFrame, out_dir: str, storage_options: dict | None = None,
+def write_parts_tasks(ddf: "dd.DataFrame", out_dir: str, storage_options: dict | None = None,
                       prefix: str = "part") -> list:
     """Delayed writes of every partition of ``ddf`` to ``out_dir/prefix-NNNNN.parquet``.
 
@@ -109,13 +117,17 @@ def write_bucketed_parquet(groups: list[pa.Table], url: str, options: dict,
 
 
 def read_parquet_bucket(urls: list[str], bucket: int, columns: list[str] | None = None,
-                        storage_options: dict | None = None) -> pd.DataFrame:
-    """Row group ``bucket`` of every file in ``urls`` (see :func:`write_bucketed_parquet`)."""
+                        storage_options: dict | None = None, arrow: bool = False):
+    """Row group ``bucket`` of every file in ``urls`` (see :func:`write_bucketed_parquet`).
+
+    Returns a pandas DataFrame, or with ``arrow`` the pyarrow Table.
+    """
     tables = []
     for url in urls:
         with storage.open_file(url, "rb", storage_options) as f:
             tables.append(pq.ParquetFile(f).read_row_group(bucket, columns=columns))
-    return pa.concat_tables(tables).to_pandas(date_as_object=False)
+    table = pa.concat_tables(tables)
+    return table if arrow else table.to_pandas(date_as_object=False)
 
 
 # --- scratch files: prepare's shuffles and intermediate parts -------------------------------------
@@ -137,7 +149,9 @@ def _ipc_options(url: str) -> pa.ipc.IpcWriteOptions:
     return pa.ipc.IpcWriteOptions(compression="lz4" if storage.is_remote(url) else None)
 
 
-def _table(df: pd.DataFrame) -> pa.Table:
+def _table(df: pd.DataFrame | pa.Table) -> pa.Table:
+    if isinstance(df, pa.Table):
+        return df.combine_chunks()
     return pa.Table.from_pandas(df, preserve_index=False).combine_chunks()
 
 
@@ -153,8 +167,10 @@ def _write_batches(table: pa.Table, counts: list[int], url: str,
             start += n
 
 
-def write_scratch_part(df: pd.DataFrame, url: str, storage_options: dict | None = None) -> int:
-    """Write one partition as one scratch file (atomically for local paths); return its rows."""
+def write_scratch_part(df: pd.DataFrame | pa.Table, url: str,
+                       storage_options: dict | None = None) -> int:
+    """Write one partition (pandas or Arrow) as one scratch file (atomically for local paths);
+    return its rows."""
     _write_batches(_table(df), [len(df)], url, storage_options)
     return len(df)
 
@@ -167,13 +183,13 @@ def read_scratch_part(url: str, columns: list[str] | None = None,
     return (table.select(columns) if columns else table).to_pandas(date_as_object=False)
 
 
-def write_buckets(df: pd.DataFrame, buckets: np.ndarray, n_buckets: int, url: str,
+def write_buckets(df: pd.DataFrame | pa.Table, buckets: np.ndarray, n_buckets: int, url: str,
                   storage_options: dict | None = None) -> list[int]:
     """Write ``df`` to the scratch file ``url`` with batch ``j`` = the rows whose bucket is ``j``.
 
     Parameters
     ----------
-    df : pandas.DataFrame
+    df : pandas.DataFrame or pyarrow.Table
         Rows to write.
     buckets : numpy.ndarray of int
         Each row's destination, in ``0..n_buckets-1``.
@@ -191,14 +207,17 @@ def write_buckets(df: pd.DataFrame, buckets: np.ndarray, n_buckets: int, url: st
     """
     order = np.argsort(buckets, kind="stable")
     counts = np.bincount(buckets, minlength=n_buckets).tolist()
-    _write_batches(_table(df.take(order)), counts, url, storage_options)
+    _write_batches(_table(df).take(pa.array(order)), counts, url, storage_options)
     return counts
 
 
-def read_bucket(urls: list[str], bucket: int, storage_options: dict | None = None) -> pd.DataFrame:
-    """Batch ``bucket`` of every file in ``urls`` (see :func:`write_buckets`), as one frame."""
+def read_bucket(urls: list[str], bucket: int, storage_options: dict | None = None,
+                arrow: bool = False):
+    """Batch ``bucket`` of every file in ``urls`` (see :func:`write_buckets`), as one frame
+    (with ``arrow``, one pyarrow Table)."""
     batches = []
     for url in urls:
         with storage.open_file(url, "rb", storage_options) as f:
             batches.append(pa.ipc.open_file(f).get_batch(bucket))
-    return pa.Table.from_batches(batches).to_pandas(date_as_object=False)
+    table = pa.Table.from_batches(batches)
+    return table if arrow else table.to_pandas(date_as_object=False)

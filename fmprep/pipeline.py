@@ -16,9 +16,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 
-from . import encode as encode_stage
+import importlib
+import threading
+
 from . import ingest as ingest_stage
-from . import prepare as prepare_stage
 from . import owned, progress, storage
 from .config import INGEST_MANIFEST, MANIFEST, REVIEWS_DIR, PrepSettings
 from .errors import FmprepError, setting
@@ -26,6 +27,34 @@ from .freshness import stale_notes
 from .sources import check_format
 
 log = logging.getLogger(__name__)
+
+
+# Imported while ingest runs (see _warm_up): dask.dataframe alone takes 0.7 s to import.
+LATER_MODULES = ("fmprep.prepare", "fmprep.encode", "fmprep.report")
+
+
+def _stage(name: str):
+    return importlib.import_module(f"fmprep.{name}")
+
+
+def _warm_up() -> None:
+    """Import the later stages' modules and load the compiled key hash, in the background.
+
+    Ingest streams one file per task and leaves CPU time over; spent here, it takes ~1 s of
+    imports off the critical path. Python's import locks make a second import of the same
+    module wait for this one, never run twice.
+    """
+    def run():
+        try:
+            from .keys import string_keys
+
+            string_keys(["warm-up"], 0)  # ingest's first part needs it: 0.3 s to load
+            for name in LATER_MODULES:
+                importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the stage's own import reports it, in its place
+            pass
+
+    threading.Thread(target=run, name="fmprep-warm-up", daemon=True).start()
 
 
 def stage_key(*parts) -> str:
@@ -167,6 +196,7 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
     """
     validate_settings(settings)
     check_format(fmt)
+    _warm_up()
     claim_locations(work, output, storage_options)
     sources = storage.expand_sources(source, storage_options)
     fingerprints = [ingest_stage.source_fingerprint(u, storage_options) for u in sources]
@@ -191,7 +221,7 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
               lambda: progress.ingest_bytes(total_bytes, show_progress)),
         Stage("prepare", storage.join(work, MANIFEST), prepare_key,
               "dedupe, filter, ids, split",
-              lambda done: prepare_stage.prepare(work, settings, storage_options,
+              lambda done: _stage("prepare").prepare(work, settings, storage_options,
                                                  key=prepare_key),
               lambda m: (f"{m['num_users']} users, {m['num_items']} items, "
                          f"{m['counts']['train_rows']} train / {m['counts']['test_rows']} test "
@@ -199,7 +229,8 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
               lambda: progress.dask_tasks(show_progress, "prepare")),
         Stage("encode", storage.join(output, MANIFEST), encode_key,
               f"RecordIO-protobuf shards → {output}",
-              lambda done: encode_stage.encode(work, output, storage_options, key=encode_key),
+              lambda done: _stage("encode").encode(work, output, storage_options,
+                                                   key=encode_key),
               lambda m: (f"{len(m['channels']['train']['shards'])} train shards, "
                          f"{len(m['channels']['test']['shards'])} test shards → {output}"),
               lambda: progress.dask_tasks(show_progress, "encode")),

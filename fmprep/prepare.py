@@ -41,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import layout, owned, partio, storage
+from . import grouping, layout, owned, partio, storage
 from .config import INGEST_MANIFEST, MANIFEST, MANIFEST_FORMAT, REVIEWS_DIR, PrepSettings
 from .errors import FmprepError, command, setting
 from .keys import CHECK_SEED, CUSTOMER_SEED, PRODUCT_SEED, TITLE_SEED, bucket_of, string_keys
@@ -68,24 +68,6 @@ ITEMS_PER_PARTITION = 500_000
 
 
 # --- keys ---------------------------------------------------------------------------------------
-
-def key_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a part of reviews into keyed rows and its title counts.
-
-    Returns
-    -------
-    rows : pandas.DataFrame
-        customer_id, review_id, star_rating, review_date, ``ckey`` and ``pkey`` (the 64-bit
-        keys of customer_id and product_id). product_id and product_title are left out: rows
-        need only the key, and each string column dropped is one the shuffle does not move.
-    titles : pandas.DataFrame
-        :func:`title_counts` of the part (where the item map gets product ids and titles).
-    """
-    pkey = string_keys(df["product_id"], PRODUCT_SEED)
-    rows = df[["customer_id", "review_id", "star_rating", "review_date"]].assign(
-        ckey=string_keys(df["customer_id"], CUSTOMER_SEED), pkey=pkey)
-    return rows, title_counts(df["product_id"], df["product_title"], pkey)
-
 
 def _collision(kind: str, key, a, b) -> FmprepError:
     return FmprepError(f"two {kind} ids, {a!r} and {b!r}, share the 64-bit key {key}; this is "
@@ -118,49 +100,79 @@ def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # --- pure functions on pandas partitions --------------------------------------------------------
 
-def customer_order(df: pd.DataFrame) -> np.ndarray:
-    """Row order by (ckey, review_date, review_id); review_ids are compared only on ties."""
-    ckey = df["ckey"].to_numpy()
-    days = df["review_date"].to_numpy().view(np.int64)
-    order = np.lexsort((days, ckey))
+def _order_with_ties(ckey: np.ndarray, days: np.ndarray, review_id) -> np.ndarray:
+    """Row order by (ckey, day, review_id, position); review_ids are compared only on ties."""
+    order = grouping.order_by_pair(ckey, days)
     ckey, days = ckey[order], days[order]
     tie = (ckey[1:] == ckey[:-1]) & (days[1:] == days[:-1])
     if tie.any():
         # Rows in runs of equal (ckey, date): sort each run by review_id, in place.
         tied = np.flatnonzero(np.r_[tie, False] | np.r_[False, tie])
         run = np.cumsum(np.r_[True, ~tie])[tied]
-        sub = pa.table({"run": run, "review_id": pa.array(df["review_id"]).take(order[tied])})
+        sub = pa.table({"run": run, "review_id": _arrow(review_id).take(order[tied])})
         within = pc.sort_indices(sub, sort_keys=[("run", "ascending"),
                                                  ("review_id", "ascending")]).to_numpy()
         order[tied] = order[tied][within]
     return order
 
 
+def _arrow(values) -> pa.Array | pa.ChunkedArray:
+    return values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)
+
+
+def customer_order(df: pd.DataFrame) -> np.ndarray:
+    """Row order by (ckey, review_date, review_id); review_ids are compared only on ties."""
+    return _order_with_ties(df["ckey"].to_numpy(), df["review_date"].to_numpy().view(np.int64),
+                            df["review_id"])
+
+
+def dedupe_order(ckey: np.ndarray, pkey: np.ndarray, days: np.ndarray, review_id,
+                 customer_id) -> np.ndarray:
+    """The rows to keep, in (ckey, date, review_id) order: the latest of each (customer, product).
+
+    Parameters
+    ----------
+    ckey, pkey : numpy.ndarray of uint64
+        Keys of customer_id and product_id.
+    days : numpy.ndarray of int64
+        The review dates, as any integer count that orders them.
+    review_id, customer_id : pyarrow.Array or pandas.Series
+        Strings: review_id breaks ties of date; customer_id is checked against its key.
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        Row positions: each customer's rows together, oldest first, as every later
+        per-customer step needs them.
+    """
+    order = _order_with_ties(ckey, days, review_id)
+    sorted_ckey = ckey[order]
+    # Two customer_ids under one ckey would show as two different second keys (seeded apart).
+    check = string_keys(customer_id, CHECK_SEED)[order]
+    clash = np.flatnonzero((sorted_ckey[1:] == sorted_ckey[:-1]) & (check[1:] != check[:-1]))
+    if len(clash):
+        i, j = order[clash[0]], order[clash[0] + 1]
+        ids = _arrow(customer_id)
+        raise _collision("customer", int(ckey[i]), ids[int(i)].as_py(), ids[int(j)].as_py())
+    # Sorted oldest first, so the last of each (customer, product) is the latest review.
+    return order[grouping.last_of_each(sorted_ckey, pkey[order])]
+
+
 def dedupe_partition(df: pd.DataFrame) -> pd.DataFrame:
     """The latest review of each (customer, product) in a customer-partitioned frame.
 
-    Returns the :data:`DEDUPED_COLUMNS` of the rows, sorted by (ckey, review_date, review_id):
-    each customer's rows together, oldest first, as every later per-customer step needs them.
+    Returns the :data:`DEDUPED_COLUMNS` of the rows, sorted by (ckey, review_date, review_id)
+    (see :func:`dedupe_order`).
     """
-    order = customer_order(df)
-    keys = pd.DataFrame({"ckey": df["ckey"].to_numpy()[order],
-                         "pkey": df["pkey"].to_numpy()[order]})
-    # Two customer_ids under one ckey would show as two different second keys (seeded apart).
-    check = string_keys(df["customer_id"], CHECK_SEED)[order]
-    clash = np.flatnonzero((keys["ckey"].to_numpy()[1:] == keys["ckey"].to_numpy()[:-1])
-                           & (check[1:] != check[:-1]))
-    if len(clash):
-        i = order[clash[0]], order[clash[0] + 1]
-        raise _collision("customer", int(df["ckey"].iat[i[0]]), df["customer_id"].iat[i[0]],
-                         df["customer_id"].iat[i[1]])
-    # Sorted oldest first, so the last of each (customer, product) is the latest review.
-    order = order[~keys.duplicated(keep="last").to_numpy()]
+    order = dedupe_order(df["ckey"].to_numpy(), df["pkey"].to_numpy(),
+                         df["review_date"].to_numpy().view(np.int64), df["review_id"],
+                         df["customer_id"])
     return df[DEDUPED_COLUMNS].take(order).reset_index(drop=True)
 
 
-def product_counts(df: pd.DataFrame) -> pd.DataFrame:
+def product_counts(pkey: np.ndarray) -> pd.DataFrame:
     """Rows per product key: columns ``pkey``, ``n``."""
-    counts = df["pkey"].value_counts(sort=False)
+    counts = pd.Series(pkey).value_counts(sort=False)
     return pd.DataFrame({"pkey": counts.index.to_numpy(np.uint64),
                          "n": counts.to_numpy(np.int64)})
 
@@ -210,20 +222,33 @@ def days_and_split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return rows, customers
 
 
-def title_counts(product_id: pd.Series, product_title: pd.Series,
-                 pkey: np.ndarray) -> pd.DataFrame:
-    """Rows per (product, title) of a part of reviews: the input of :func:`item_titles`.
+def title_counts(product_id, product_title, pkey: np.ndarray) -> pa.Table:
+    """Rows per (product, title) of some reviews: the input of :func:`item_titles`.
 
     Grouped on 64-bit keys of both strings; the strings of each group's first row are kept.
+
+    Parameters
+    ----------
+    product_id, product_title : pyarrow.Array or pyarrow.ChunkedArray
+        The reviews' strings.
+    pkey : numpy.ndarray of uint64
+        Keys of ``product_id``.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``pkey``, ``tkey``, ``product_id``, ``product_title``, ``k`` (rows), one row per pair.
     """
-    keys = pd.DataFrame({"pkey": pkey, "tkey": string_keys(product_title, TITLE_SEED)})
-    first = np.flatnonzero(~keys.duplicated().to_numpy())
-    k = keys.groupby(["pkey", "tkey"], sort=False).size()
-    out = keys.iloc[first].reset_index(drop=True)
-    out["k"] = k.reindex(pd.MultiIndex.from_frame(out)).to_numpy(np.int64)
-    out["product_id"] = product_id.take(first).reset_index(drop=True)
-    out["product_title"] = product_title.take(first).reset_index(drop=True)
-    return out[["pkey", "tkey", "product_id", "product_title", "k"]]
+    tkey = string_keys(product_title, TITLE_SEED)
+    order = grouping.order_by_pair(pkey, tkey)  # stable: a group's first row comes first
+    pkeys, tkeys = pkey[order], tkey[order]
+    starts = np.flatnonzero(np.r_[True, (pkeys[1:] != pkeys[:-1]) | (tkeys[1:] != tkeys[:-1])]
+                            if len(order) else np.zeros(0, bool))
+    first = pa.array(order[starts])
+    return pa.table({"pkey": pkeys[starts], "tkey": tkeys[starts],
+                     "product_id": product_id.take(first),
+                     "product_title": product_title.take(first),
+                     "k": np.diff(np.r_[starts, len(order)]).astype(np.int64)})
 
 
 def item_titles(df: pd.DataFrame) -> pd.DataFrame:
@@ -272,9 +297,17 @@ def shard_hash(df: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(df[["ckey", "pkey"]], index=False).to_numpy()
 
 
-def sort_shard(df: pd.DataFrame) -> pd.DataFrame:
-    """Fixed row order inside a shard (hash order: shuffled, yet reproducible)."""
-    return df.sort_values(["order", "ckey", "pkey"]).drop(columns=["order"])
+def shard_order(order: np.ndarray, ckey: np.ndarray, pkey: np.ndarray) -> np.ndarray:
+    """Fixed row order inside a shard: by hash (shuffled, yet reproducible), then by keys.
+
+    The keys decide only between equal hashes, which practically never occur: they are
+    looked for, and only then is the three-key sort run.
+    """
+    at = np.argsort(order)
+    ordered = order[at]
+    if (ordered[1:] == ordered[:-1]).any():
+        at = np.lexsort((pkey, ckey, order))
+    return at
 
 
 # --- tasks: parts in, files and small tables out ----------------------------------------------
@@ -290,29 +323,40 @@ def dedupe_bucket(urls: list[str], bucket: int, out_url: str, titles_url: str,
                   n_title_buckets: int, storage_options: dict | None) -> dict:
     """Every row of one customer bucket → deduplicated, sorted, written to ``out_url``.
 
-    The bucket is row group ``bucket`` of every ingest part (see :mod:`fmprep.ingest`). Its
-    title counts (see :func:`key_rows`) go to ``titles_url``, bucketed by pkey: the map side
-    of the shuffle by product.
+    The bucket is row group ``bucket`` of every ingest part (see :mod:`fmprep.ingest`), read
+    as Arrow and kept so: the strings are only hashed, taken and written. Its title counts
+    (:func:`title_counts`) go to ``titles_url``, bucketed by pkey: the map side of the shuffle
+    by product.
 
     Returns the file name, its rows, its product counts and its histogram of ratings per
     customer (``h[k]`` customers have ``k`` rows).
     """
-    rows, titles = key_rows(partio.read_parquet_bucket(urls, bucket, INPUT_COLUMNS,
-                                                       storage_options))
+    table = partio.read_parquet_bucket(urls, bucket, INPUT_COLUMNS, storage_options,
+                                       arrow=True)
+    ckey = string_keys(table["customer_id"], CUSTOMER_SEED)
+    pkey = string_keys(table["product_id"], PRODUCT_SEED)
+    titles = title_counts(table["product_id"], table["product_title"], pkey)
     partio.write_buckets(titles, bucket_of(titles["pkey"].to_numpy(), n_title_buckets),
                          n_title_buckets, titles_url, storage_options)
-    df = dedupe_partition(rows)
-    rows = partio.write_scratch_part(df, out_url, storage_options)
+    days = pc.cast(table["review_date"], pa.int32()).to_numpy().astype(np.int64)
+    order = dedupe_order(ckey, pkey, days, table["review_id"], table["customer_id"])
+    taken = pa.array(order)
+    deduped = pa.table({"ckey": ckey[order], "pkey": pkey[order],
+                        "customer_id": table["customer_id"].take(taken),
+                        "star_rating": table["star_rating"].take(taken),
+                        "review_date": table["review_date"].take(taken)})
+    rows = partio.write_scratch_part(deduped, out_url, storage_options)
     # A bucket holds all of its customers' rows, so these histograms add up across buckets.
-    _, ratings_per_customer = _runs(df["ckey"].to_numpy())
-    return {"file": out_url.rsplit("/", 1)[-1], "rows": rows, "products": product_counts(df),
+    _, ratings_per_customer = _runs(ckey[order])
+    return {"file": out_url.rsplit("/", 1)[-1], "rows": rows,
+            "products": product_counts(pkey[order]),
             "customer_histogram": np.bincount(ratings_per_customer)}
 
 
 def filter_round(df: pd.DataFrame, keep_products: np.ndarray, min_customer_ratings: int) -> dict:
     """One k-core round on one part: the kept rows, the removals and their product counts."""
     kept, removed = filter_partition(df, keep_products, min_customer_ratings)
-    return {"rows": kept, "removed": removed, "products": product_counts(kept)}
+    return {"rows": kept, "removed": removed, "products": product_counts(kept["pkey"].to_numpy())}
 
 
 def finish_part(df: pd.DataFrame, keep_products: np.ndarray, min_customer_ratings: int,
@@ -327,7 +371,7 @@ def finish_part(df: pd.DataFrame, keep_products: np.ndarray, min_customer_rating
     partio.write_scratch_part(rows, url, storage_options)
     return {"removed": removed, "users": customers.assign(part=np.int64(part)),
             "n_users": len(customers),
-            "products": product_counts(kept),
+            "products": product_counts(kept["pkey"].to_numpy()),
             "max_days": float(rows["days_since_first"].max()) if len(rows) else 0.0}
 
 
@@ -353,8 +397,10 @@ def scatter_shards(url: str, users: pd.DataFrame, items: pd.DataFrame, days_divi
 def gather_shard(urls: list[str], bucket: int, out_url: str,
                  storage_options: dict | None) -> int:
     """Reduce side: one shard's rows from every part, in shard order, written to ``out_url``."""
-    df = sort_shard(partio.read_bucket(urls, bucket, storage_options))[ROW_COLUMNS]
-    return partio.write_part(df, out_url, storage_options)
+    table = partio.read_bucket(urls, bucket, storage_options, arrow=True)
+    at = shard_order(*(table[c].to_numpy() for c in ("order", "ckey", "pkey")))
+    return partio.write_part(table.select(ROW_COLUMNS).take(pa.array(at)), out_url,
+                             storage_options)
 
 
 # --- the stage ------------------------------------------------------------------------------
@@ -597,7 +643,9 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
                              verify_meta=False)
     items = item_n.merge(titles, on="pkey", how="left").repartition(
         npartitions=_partitions(len(keep_products), ITEMS_PER_PARTITION))
-    users, items = dask.persist(users, items)
+    if users.npartitions > 1 or items.npartitions > 1:
+        # A sort of several partitions samples its input first: persisted, it is computed once.
+        users, items = dask.persist(users, items)
     users, items = dask.persist(
         users.sort_values(["n_ratings", "customer_id"], ascending=[False, True]),
         items.sort_values(["n_ratings", "product_id"], ascending=[False, True]))

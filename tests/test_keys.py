@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from fmprep import prepare, sources
+from fmprep import grouping, prepare, sources
 from fmprep.errors import FmprepError
 
 MASK = (1 << 64) - 1
@@ -163,3 +163,31 @@ def test_parse_ahead_keeps_order_raises_errors_and_stops_on_close():
     time.sleep(0.3)
     assert threading.active_count() == before
     assert len(produced) < 10
+
+
+@pytest.mark.parametrize("groups,span", [(50, 4), (3, 100_000), (5000, 2)])
+def test_compiled_grouping_equals_numpy_and_pandas(groups, span):
+    # Few groups give long runs (merge-sort and pairwise paths both); negative and 64-bit
+    # second keys check the radix sort's offset and digit passes.
+    rng = np.random.default_rng(groups)
+    n = 20_000
+    first = rng.integers(0, 2**64 - 1, groups, dtype=np.uint64)[rng.integers(0, groups, n)]
+    days = rng.integers(-span, span, n).astype(np.int64)
+    wide = rng.integers(0, 2**64 - 1, n, dtype=np.uint64)
+    for second in (days, wide):
+        np.testing.assert_array_equal(grouping.order_by_pair(first, second),
+                                      np.lexsort((second, first)))
+    order = np.lexsort((days, first))
+    pkey = rng.integers(0, 40, n).astype(np.uint64)[order]
+    want = ~pd.DataFrame({"c": first[order], "p": pkey}).duplicated(keep="last").to_numpy()
+    np.testing.assert_array_equal(grouping.last_of_each(first[order], pkey), want)
+    assert len(grouping.order_by_pair(first[:0], days[:0])) == 0
+
+
+def test_shard_order_breaks_equal_hashes_by_keys():
+    order = np.array([9, 3, 9, 3], dtype=np.uint64)
+    ckey = np.array([2, 1, 1, 1], dtype=np.uint64)
+    pkey = np.array([0, 8, 5, 7], dtype=np.uint64)
+    np.testing.assert_array_equal(prepare.shard_order(order, ckey, pkey), [3, 1, 2, 0])
+    unique = np.array([5, 1, 4], dtype=np.uint64)
+    np.testing.assert_array_equal(prepare.shard_order(unique, unique, unique), [1, 2, 0])
