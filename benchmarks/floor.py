@@ -1,6 +1,7 @@
 """The machine's floor for reading a review .tsv.gz: decompression alone, then parsing alone.
 
-Measured on one file, one pass each, nothing validated or written:
+Measured on each file, one pass each, nothing validated or written (several files: one after
+the other, every figure added up):
 
 - ``decompress_isal``: ISA-L (``isal.igzip``, what fmprep reads with), 16 MB reads streamed to
   /dev/null; ``decompress_zlib``: the same through the standard library's ``gzip`` (zlib);
@@ -13,7 +14,8 @@ MB/s are decompressed megabytes (10^6 bytes) per second.
 
 Usage::
 
-    python benchmarks/floor.py SOURCE.tsv.gz [--json] [--skip-zlib] [--skip-threads]
+    python benchmarks/floor.py SOURCE.tsv.gz [MORE.tsv.gz ...] [--json] [--skip-zlib]
+        [--skip-threads]
 """
 
 from __future__ import annotations
@@ -118,19 +120,37 @@ def run(path: str, zlib: bool = True, threads: bool = True) -> dict:
     }
 
 
+def run_files(paths: list[str], zlib: bool = True, threads: bool = True) -> dict:
+    """:func:`run` on each file, one after the other, with every figure summed over them."""
+    reports = [run(p, zlib=zlib, threads=threads) for p in paths]
+    if len(reports) == 1:
+        return reports[0]
+    size = sum(r["tsv_bytes"] for r in reports)
+    seconds = {k: sum(r["stages"][k]["seconds"] for r in reports) for k in reports[0]["stages"]}
+    return {
+        "tool": "floor", "source": paths, "gzip_bytes": sum(r["gzip_bytes"] for r in reports),
+        "tsv_bytes": size, "rows_parsed": sum(r["rows_parsed"] for r in reports),
+        "floor_s": round(seconds["parse_1thread"], 3),
+        "stages": {k: {"seconds": round(v, 3), "mb_per_s": round(size / 1e6 / v, 1)}
+                   for k, v in seconds.items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", help="review .tsv.gz")
+    parser.add_argument("source", nargs="+",
+                        help="review .tsv.gz; several files are measured one after the other "
+                             "and their figures added up")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--skip-zlib", action="store_true", help="skip the zlib measurement")
     parser.add_argument("--skip-threads", action="store_true",
                         help="skip the parse with Arrow's threads on")
     args = parser.parse_args(argv)
-    report = run(args.source, zlib=not args.skip_zlib, threads=not args.skip_threads)
+    report = run_files(args.source, zlib=not args.skip_zlib, threads=not args.skip_threads)
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{args.source}: {report['gzip_bytes'] / 1e6:.0f} MB gzip, "
+        print(f"{', '.join(args.source)}: {report['gzip_bytes'] / 1e6:.0f} MB gzip, "
               f"{report['tsv_bytes'] / 1e6:.0f} MB TSV, {report['rows_parsed']:,} rows parsed")
         for name, s in report["stages"].items():
             print(f"  {name:16s} {s['seconds']:7.2f} s  {s['mb_per_s']:7.1f} MB/s")

@@ -8,10 +8,14 @@ from them, do not depend on the scheduler.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numba
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+
+if TYPE_CHECKING:  # pandas: 0.2 s to import, not needed before prepare
+    import pandas as pd
 
 CUSTOMER_SEED = 0x43   # different seeds: a customer and a product with one id get other keys
 PRODUCT_SEED = 0x50

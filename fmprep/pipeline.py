@@ -17,7 +17,6 @@ from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 
 import importlib
-import threading
 
 from . import ingest as ingest_stage
 from . import owned, progress, storage
@@ -29,32 +28,10 @@ from .sources import check_format
 log = logging.getLogger(__name__)
 
 
-# Imported while ingest runs (see _warm_up): dask.dataframe alone takes 0.7 s to import.
-LATER_MODULES = ("fmprep.prepare", "fmprep.encode", "fmprep.report")
-
-
 def _stage(name: str):
+    """A later stage's module, imported when it runs: prepare and encode need dask.dataframe
+    (0.7 s to import), and ingest starts sooner without it (measured: the total is the same)."""
     return importlib.import_module(f"fmprep.{name}")
-
-
-def _warm_up() -> None:
-    """Import the later stages' modules and load the compiled key hash, in the background.
-
-    Ingest streams one file per task and leaves CPU time over; spent here, it takes ~1 s of
-    imports off the critical path. Python's import locks make a second import of the same
-    module wait for this one, never run twice.
-    """
-    def run():
-        try:
-            from .keys import string_keys
-
-            string_keys(["warm-up"], 0)  # ingest's first part needs it: 0.3 s to load
-            for name in LATER_MODULES:
-                importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the stage's own import reports it, in its place
-            pass
-
-    threading.Thread(target=run, name="fmprep-warm-up", daemon=True).start()
 
 
 def stage_key(*parts) -> str:
@@ -196,7 +173,6 @@ def run_data(source: str, work: str, output: str, settings: PrepSettings,
     """
     validate_settings(settings)
     check_format(fmt)
-    _warm_up()
     claim_locations(work, output, storage_options)
     sources = storage.expand_sources(source, storage_options)
     fingerprints = [ingest_stage.source_fingerprint(u, storage_options) for u in sources]
