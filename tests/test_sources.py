@@ -398,3 +398,16 @@ def test_jsonl_and_meta_on_s3_equal_local(tmp_path, s3):
         for shard in remote["channels"][ch]["shards"]:
             assert s3.cat(f"fmprep-test/out/{shard['file']}") == local[shard["file"]]
     assert not s3.exists("fmprep-test/work/reviews/_titles")
+
+
+def test_movies_csv_title_with_a_bare_carriage_return_is_kept(tmp_path):
+    # An unquoted \r inside a line made Python's csv raise, a traceback instead of a title.
+    path = write(tmp_path / "movies.csv", [b"movieId,title,genres", b"1,Toy\rStory (1995),Animation",
+                                           b'2,"Heat, Again",Action', b"3,Jumanji (1995),Adventure"])
+    out = tmp_path / "titles"
+    os.makedirs(out)
+    result = ingest.ingest_titles_file(path, 0, str(out), 1 << 20)
+    titles = pd.concat(pd.read_parquet(out / p["file"]) for p in result["parts"])
+    assert dict(zip(titles["product_id"], titles["product_title"])) == {
+        "1": "Toy\rStory (1995)", "2": "Heat, Again", "3": "Jumanji (1995)"}
+    assert result["titles"] == 3 and sum(result["rejected"].values()) == 0

@@ -120,11 +120,18 @@ def _titles_table(ids: list, titles: list) -> pa.Table:
                      "product_title": pa.array(titles, pa.string())}, schema=TITLES_SCHEMA)
 
 
+_HELD_CR = "\ue000"
+
+
 def _movielens_title(fmt, text: str, first: bool):
     """``(movie id, title)`` of one line of a MovieLens movie list, or a reject reason."""
     sep = fmt.separator
     if sep == ",":
-        fields = next(csv.reader([text]))       # titles with commas are quoted
+        # Titles with commas are quoted. csv refuses a bare carriage return outside quotes
+        # (movies.csv files edited on old Macs): it is held as a private-use character and put
+        # back, so the title keeps it, as a quoted one or a u.item title does.
+        fields = [f.replace(_HELD_CR, "\r")
+                  for f in next(csv.reader([text.replace("\r", _HELD_CR)]))]
         if fields[:2] == ["movieId", "title"]:
             return None if first else "repeated_header"
         return fields[:2] if len(fields) >= 3 else "too_few_fields"
