@@ -487,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run every tool but floor and reference K times and keep the "
                              "fastest run, at sizes up to --repeat-up-to (default 1)")
     parser.add_argument("--repeat-up-to", type=int, default=4_000_000, metavar="ROWS")
+    parser.add_argument("--max-rows", action="append", default=[], metavar="TOOL=ROWS",
+                        help="run TOOL only on files of at most ROWS rows (repeatable), "
+                             "e.g. dask-1w=10000000")
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds one run may take before it is killed (default 3600)")
     args = parser.parse_args(argv)
@@ -495,6 +498,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := sorted(set(tools) - set(TOOLS)):
         parser.error(f"unknown tools {unknown}; choose from {', '.join(TOOLS)}")
     tools = [t for t in TOOLS if t in tools]  # floor first: it also warms the page cache
+    max_rows = {}
+    for item in args.max_rows:
+        tool, _, rows = item.partition("=")
+        if tool not in TOOLS or not rows.isdigit():
+            parser.error(f"--max-rows wants TOOL=ROWS with TOOL one of {', '.join(TOOLS)}, "
+                         f"got {item!r}")
+        max_rows[tool] = int(rows)
     out_path = args.out or os.path.join(args.dir, "results.json")
 
     results = []
@@ -504,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(scratch, exist_ok=True)
         for tool in tools:
             if (tool == "reference" and args.skip_reference_above is not None
-                    and rows > args.skip_reference_above):
+                    and rows > args.skip_reference_above) or rows > max_rows.get(tool, rows):
                 continue
             print(f"[bench] {rows:,} rows: {LABELS[tool]} …", file=sys.stderr, flush=True)
             times = (args.repeat if rows <= args.repeat_up_to
@@ -534,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"rows": sizes, "tools": tools, "dir": args.dir, "seed": args.seed,
                      "skip_reference_above": args.skip_reference_above,
                      "rows_per_file": args.rows_per_file, "memory_limit": args.memory_limit,
-                     "repeat": args.repeat, "repeat_up_to": args.repeat_up_to},
+                     "repeat": args.repeat, "repeat_up_to": args.repeat_up_to,
+                     "max_rows": max_rows},
         "runs": results, "goals": g, "table_markdown": table,
     }
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)

@@ -41,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import grouping, layout, owned, partio, storage
+from . import grouping, layout, memory, owned, partio, storage
 from .config import INGEST_MANIFEST, MANIFEST, MANIFEST_FORMAT, REVIEWS_DIR, PrepSettings
 from .errors import FmprepError, command, setting
 from .keys import CHECK_SEED, CUSTOMER_SEED, PRODUCT_SEED, TITLE_SEED, bucket_of, string_keys
@@ -55,16 +55,19 @@ BY_PRODUCT = "_by_product"    # the shuffles' files
 BY_SHARD = "_by_shard"
 DEDUPED = "_deduped"          # rows after dedupe, one part per customer bucket
 KEPT = "_kept"                # rows after the filter, with days and the split
-SCRATCH_DIRS = (BY_PRODUCT, DEDUPED, KEPT, BY_SHARD)
+COUNTS = "_counts"            # rows per product of each part, after dedupe and after the filter
+SCRATCH_DIRS = (BY_PRODUCT, DEDUPED, KEPT, BY_SHARD, COUNTS)
 # After dedupe a row needs its keys, its rating and date, and customer_id for the users map
 # (product ids and titles come from the reviews themselves; review_id only broke ties).
 DEDUPED_COLUMNS = ["ckey", "pkey", "customer_id", "star_rating", "review_date"]
 ROW_COLUMNS = ["user", "item", "days_since_first", "star_rating", "review_date"]
 SHARD_INPUT_COLUMNS = ["ckey", "pkey", "star_rating", "review_date", "days_since_first", "is_test"]
-# Rows per partition of the user and item tables while they are sorted into ids (a user row is
-# ~100 bytes in pandas, an item row with its title ~300).
-USERS_PER_PARTITION = 2_000_000
-ITEMS_PER_PARTITION = 500_000
+# Rows per partition of the user and item tables while they are sorted into ids: one partition
+# sorts without a shuffle, but a sort holds a few copies of its partition (a user row is ~100
+# bytes in pandas, an item row with its title ~300), and a 1 GiB worker must hold them.
+USERS_PER_PARTITION = 300_000
+MAX_SHARD_ROWS = 500_000  # rows of a train or test shard, at most: see capped_shards
+ITEMS_PER_PARTITION = 100_000
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -320,7 +323,7 @@ def titles_bucket(urls: list[str], bucket: int, keep_products: np.ndarray,
 
 
 def dedupe_bucket(urls: list[str], bucket: int, out_url: str, titles_url: str,
-                  n_title_buckets: int, storage_options: dict | None) -> dict:
+                  n_title_buckets: int, counts_url: str, storage_options: dict | None) -> dict:
     """Every row of one customer bucket → deduplicated, sorted, written to ``out_url``.
 
     The bucket is row group ``bucket`` of every ingest part (see :mod:`fmprep.ingest`), read
@@ -328,8 +331,9 @@ def dedupe_bucket(urls: list[str], bucket: int, out_url: str, titles_url: str,
     (:func:`title_counts`) go to ``titles_url``, bucketed by pkey: the map side of the shuffle
     by product.
 
-    Returns the file name, its rows, its product counts and its histogram of ratings per
-    customer (``h[k]`` customers have ``k`` rows).
+    Its rows per product go to ``counts_url`` (a file, not the result: held in memory until
+    every bucket is done, they grew with the data). Returns the file name, its rows and its
+    histogram of ratings per customer (``h[k]`` customers have ``k`` rows).
     """
     table = partio.read_parquet_bucket(urls, bucket, INPUT_COLUMNS, storage_options,
                                        arrow=True)
@@ -348,8 +352,10 @@ def dedupe_bucket(urls: list[str], bucket: int, out_url: str, titles_url: str,
     rows = partio.write_scratch_part(deduped, out_url, storage_options)
     # A bucket holds all of its customers' rows, so these histograms add up across buckets.
     _, ratings_per_customer = _runs(ckey[order])
+    partio.write_scratch_part(product_counts(pkey[order]), counts_url, storage_options)
+    del table, titles, deduped
+    memory.trim()
     return {"file": out_url.rsplit("/", 1)[-1], "rows": rows,
-            "products": product_counts(pkey[order]),
             "customer_histogram": np.bincount(ratings_per_customer)}
 
 
@@ -360,19 +366,22 @@ def filter_round(df: pd.DataFrame, keep_products: np.ndarray, min_customer_ratin
 
 
 def finish_part(df: pd.DataFrame, keep_products: np.ndarray, min_customer_ratings: int,
-                url: str, part: int, storage_options: dict | None) -> dict:
+                url: str, part: int, counts_url: str, storage_options: dict | None) -> dict:
     """Filter one part, add days and the split, write it to ``url``; return its tables.
 
-    Returns the removals, the part's customers (with ``part``, so their ids can be sent back
-    here), its product counts and its largest ``days_since_first``.
+    Its rows per product go to ``counts_url``. Returns the removals, the part's customers
+    (with ``part``, so their ids can be sent back here) and its largest ``days_since_first``.
     """
     kept, removed = filter_partition(df, keep_products, min_customer_ratings)
     rows, customers = days_and_split(kept)
     partio.write_scratch_part(rows, url, storage_options)
+    partio.write_scratch_part(product_counts(kept["pkey"].to_numpy()), counts_url,
+                              storage_options)
+    max_days = float(rows["days_since_first"].max()) if len(rows) else 0.0
+    del df, kept, rows
+    memory.trim()
     return {"removed": removed, "users": customers.assign(part=np.int64(part)),
-            "n_users": len(customers),
-            "products": product_counts(kept["pkey"].to_numpy()),
-            "max_days": float(rows["days_since_first"].max()) if len(rows) else 0.0}
+            "n_users": len(customers), "max_days": max_days}
 
 
 def scatter_shards(url: str, users: pd.DataFrame, items: pd.DataFrame, days_divisor: float,
@@ -416,28 +425,16 @@ def _ingested_parts(work: str, storage_options: dict | None) -> tuple[dict, list
     return manifest, [storage.join(work, REVIEWS_DIR, p) for p in manifest["parts"]]
 
 
-def _shuffle_method() -> str | None:
-    """Dask's shuffle for this run: p2p (its default) on a cluster, in-memory tasks otherwise.
-
-    Without a distributed client Dask falls back to a partd disk shuffle, which measured 2.5x
-    slower than the task shuffle on the 2 M-row benchmark; the threaded scheduler holds the
-    data in this process either way (use a cluster for bounded memory).
-    """
-    try:
-        from distributed import default_client
-
-        default_client()
-        return None
-    except (ImportError, ValueError):
-        return "tasks"
-
-
 def capped_shards(settings: PrepSettings, train_rows: int, test_rows: int) -> tuple[int, int]:
-    """Shards per channel: as many as asked for, but no more than the channel has rows.
+    """Shards per channel: as many as asked for, but no more than the channel has rows, and no
+    fewer than one per :data:`MAX_SHARD_ROWS` rows.
 
     A shard beyond the rows could only be empty, yet costs a task and a file in every step
     of the shuffle into shards: 100000 train shards on 6 k rows ran for 11 minutes. Each cap
-    is logged as a warning.
+    is logged as a warning. A shard is sorted whole by one task, so its rows bound that task's
+    memory: at 40 M reviews, 10 train shards of 1.9 M rows each paused 1 GiB workers for good;
+    40 of 0.47 M rows peaked at 843 MiB.
+    A raise is logged.
 
     Returns
     -------
@@ -447,12 +444,16 @@ def capped_shards(settings: PrepSettings, train_rows: int, test_rows: int) -> tu
     counts = []
     for name, asked, rows in (("train_shards", settings.train_shards, train_rows),
                               ("test_shards", settings.test_shards, test_rows)):
+        var = setting(name)
         cap = max(1, rows)
         if asked > cap:
-            var = setting(name)
             log.warning("warning: %s%d is more than the %d rows of that channel; writing %d "
                         "shards (use %s%d or less)", var, asked, rows, cap, var, cap)
-        counts.append(min(asked, cap))
+        needed = -(-rows // MAX_SHARD_ROWS)
+        if needed > asked:
+            log.info("prepare: %d shards instead of %s%d, so that none holds more than %d of "
+                     "the %d rows", needed, var, asked, MAX_SHARD_ROWS, rows)
+        counts.append(max(min(asked, cap), needed))
     return counts[0], counts[1]
 
 
@@ -518,11 +519,11 @@ def _histogram_pairs(histogram: dict) -> list[list[int]]:
 def prepare(work: str, settings: PrepSettings, storage_options: dict | None = None,
             key: str | None = None) -> dict:
     """Run the prepare stage; see :func:`prepare_rows`."""
-    method = _shuffle_method()
     # Parts are read with pandas' own string dtype already; Dask's re-conversion cost ~10 %.
-    config = {"dataframe.convert-string": False}
-    if method:
-        config["dataframe.shuffle.method"] = method
+    # Dask shuffles only the small per-product and per-customer tables here (rows move through
+    # WORK's scratch files): the task shuffle, also on a cluster. Its p2p shuffle, built for
+    # large data, buffered enough to push a 1 GiB worker over its limit at 40 M rows.
+    config = {"dataframe.convert-string": False, "dataframe.shuffle.method": "tasks"}
     with dask.config.set(config):
         return prepare_rows(work, settings, storage_options, key)
 
@@ -561,15 +562,22 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     scratch = [f"part-{i:05d}{partio.SCRATCH_SUFFIX}" for i in range(n_parts)]
     title_files = [storage.join(work, BY_PRODUCT, name) for name in scratch]
     dedup_dir = storage.join(work, DEDUPED)
+    counts_dir = storage.join(work, COUNTS)
+    deduped_counts = [storage.join(counts_dir, f"part-{i:05d}-deduped{partio.SCRATCH_SUFFIX}")
+                      for i in range(n_parts)]
+    kept_counts = [storage.join(counts_dir, f"part-{i:05d}-kept{partio.SCRATCH_SUFFIX}")
+                   for i in range(n_parts)]
     parts = dask.persist(*[
         delayed(dedupe_bucket)(review_parts, i, storage.join(dedup_dir, name), title_files[i],
-                               n_parts, storage_options)
+                               n_parts, deduped_counts[i], storage_options)
         for i, name in enumerate(scratch)])
     written, histograms = dask.compute([(p["file"], p["rows"]) for p in parts],
                                        [p["customer_histogram"] for p in parts])
     rows_in = ingested["totals"]["rows_valid"]
     rows_deduped = sum(r for _, r in written)
-    counts = [p["products"] for p in parts]
+    # Read back as the sum needs them: Dask's tree reduction then holds a few at a time.
+    counts = [delayed(partio.read_scratch_part)(url, None, storage_options)
+              for url in deduped_counts]
     customer_histogram = collections.Counter()
     for h in histograms:
         customer_histogram.update(dict(enumerate(h.tolist())))
@@ -601,7 +609,7 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
                 continue
         finished = dask.persist(*[
             delayed(finish_part)(r, keep_products, settings.min_customer_ratings, url, i,
-                                 storage_options)
+                                 kept_counts[i], storage_options)
             for i, (r, url) in enumerate(zip(rows, kept_urls))])
         (last_removed, max_days, part_users) = dask.compute(
             [f["removed"] for f in finished], [f["max_days"] for f in finished],
@@ -630,8 +638,8 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
         npartitions=_partitions(sum(part_users), USERS_PER_PARTITION))
     product_meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"),
                                  "n": pd.Series([], dtype="int64")})
-    item_n = (dd.from_delayed([f["products"] for f in finished], meta=product_meta,
-                              verify_meta=False)
+    item_n = (dd.from_delayed([delayed(partio.read_scratch_part)(url, None, storage_options)
+                               for url in kept_counts], meta=product_meta, verify_meta=False)
               .groupby("pkey")["n"].sum(split_out=split_out).rename("n_ratings").reset_index())
     title_meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"),
                                "product_id": pd.Series([], dtype="str"),

@@ -148,3 +148,21 @@ def test_prepare_refuses_reviews_of_an_earlier_layout(tmp_path, sample_file):
     json.dump(ingested, open(path, "w"))
     with pytest.raises(FmprepError, match="written by an earlier fmprep; run make data again"):
         prepare.prepare(work, PrepSettings())
+
+
+def test_shards_never_exceed_the_row_bound(tmp_path, sample_file, monkeypatch):
+    # A shard is sorted whole by one task: more shards than asked once a channel outgrows
+    # TRAIN_SHARDS × MAX_SHARD_ROWS, so that a task's memory does not grow with the data.
+    bound = prepare.MAX_SHARD_ROWS
+    assert prepare.capped_shards(PrepSettings(train_shards=2, test_shards=1),
+                                 2 * bound + 1, bound + 1) == (3, 2)
+    assert prepare.capped_shards(PrepSettings(train_shards=10, test_shards=1),
+                                 2 * bound + 1, 7) == (10, 1)
+    source, _ = sample_file
+    monkeypatch.setattr(prepare, "MAX_SHARD_ROWS", 1000)
+    manifest, _, output = run(tmp_path, source, train_shards=2, test_shards=1)
+    train, test = (manifest["channels"][c] for c in ("train", "test"))
+    assert len(train["shards"]) == -(-train["rows"] // 1000) > 2
+    assert max(s["rows"] for s in train["shards"] + test["shards"]) <= 1000
+    decoded = [decode_channel(output, manifest, c) for c in ("train", "test")]
+    assert [len(d) for d in decoded] == [train["rows"], test["rows"]]
