@@ -58,6 +58,17 @@ def part_options(url: str) -> dict:
             "write_statistics": False}
 
 
+def _write_part(tables: list[pa.Table], url: str, n_buckets: int, storage_options) -> int:
+    """``tables`` as one part at ``url``: a row group per customer bucket (``n_buckets`` 0: one
+    row group, for files without customers); returns its rows."""
+    if n_buckets:
+        buckets = [customer_buckets(t.column("customer_id"), n_buckets) for t in tables]
+        groups = partio.bucket_groups(tables, buckets, n_buckets)
+    else:
+        groups = [pa.concat_tables(tables)]
+    return partio.write_bucketed_parquet(groups, url, part_options(url), storage_options)
+
+
 def _write_parts(src, tables, out_dir: str, prefix: str, part_size: int, storage_options,
                  parts: list, n_buckets: int) -> None:
     """Write ``tables`` (one per parse block of ``src``) as Parquet parts named ``prefix-N``.
@@ -75,17 +86,10 @@ def _write_parts(src, tables, out_dir: str, prefix: str, part_size: int, storage
 
     def flush():
         name = f"{prefix}-{len(parts):05d}.parquet"
-        url = storage.join(out_dir, name)
         parts.append({"file": name, "rows": 0})
-        if n_buckets:
-            buckets = [customer_buckets(t.column("customer_id"), n_buckets) for t in pending]
-            groups = partio.bucket_groups(pending, buckets, n_buckets)
-        else:
-            groups = [pa.concat_tables(pending)]
-        parts[-1]["rows"] = partio.write_bucketed_parquet(groups, url, part_options(url),
-                                                          storage_options)
+        parts[-1]["rows"] = _write_part(pending, storage.join(out_dir, name), n_buckets,
+                                        storage_options)
         pending.clear()
-        del groups
         memory.trim()  # the part's blocks are free now: see fmprep.memory
 
     for table in tables:
@@ -219,9 +223,7 @@ def _write_reviews_part(df, url: str, n_buckets: int, storage_options) -> int:
         return 0
     table = pa.Table.from_pandas(df[REVIEWS_SCHEMA.names], schema=REVIEWS_SCHEMA,
                                  preserve_index=False)
-    groups = partio.bucket_groups([table], [customer_buckets(table.column("customer_id"),
-                                                             n_buckets)], n_buckets)
-    return partio.write_bucketed_parquet(groups, url, part_options(url), storage_options)
+    return _write_part([table], url, n_buckets, storage_options)
 
 
 def _fill_titles(df, titles):
@@ -236,7 +238,7 @@ def _fill_titles(df, titles):
 
 
 def _shuffle_method() -> str | None:
-    """Dask's shuffle for the titles join: p2p (its default) on a cluster, in-memory tasks otherwise.
+    """Dask's shuffle for the titles join: p2p (its default) on a cluster, else in-memory tasks.
 
     Without a distributed client Dask falls back to a partd disk shuffle, which measured 2.5x
     slower than the task shuffle on the 2 M-row benchmark; the threaded scheduler holds the

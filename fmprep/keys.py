@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pandas: 0.2 s to import, not needed before prepare
 CUSTOMER_SEED = 0x43   # different seeds: a customer and a product with one id get other keys
 PRODUCT_SEED = 0x50
 TITLE_SEED = 0x54
-CHECK_SEED = 0x21  # a second, independent key of customer_id: see dedupe_partition
+CHECK_SEED = 0x21  # a second, independent key of customer_id: see prepare.dedupe_order
 
 
 @numba.njit(cache=True, nogil=True)

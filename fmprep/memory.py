@@ -21,15 +21,12 @@ def trim() -> None:
     """Return free memory to the OS: Arrow's pool's, and the C heap's (``malloc_trim(0)`` on
     glibc).
 
-    Called when a task has dropped a part's worth of buffers. A Dask worker pauses at 80 % of
-    its memory limit counting memory it no longer uses: at 40 M rows a 1 GiB worker held
-    ~160 MiB of data and ~660 MiB besides, and paused for good.
-
-    Ingest frees a part's parse blocks (16 MiB buffers) once the part is written. glibc serves
-    buffers that large from its heap once its mmap threshold has risen to their size, and keeps
-    them there when freed: one file's ingest grew by ~60 MiB per part (0.5 → 1.0 GiB over eight
-    parts), and a 1 GiB Dask worker paused. Trimming after each part kept it at ~0.45 GiB, for
-    27 ms in all. (Fixing the mmap threshold instead cost 2 s at 4 M rows: fresh pages.)
+    Called when a task has dropped a part's worth of buffers. glibc serves 16 MiB parse blocks
+    from its heap once its mmap threshold has risen to that size, and keeps them when freed:
+    one file's ingest grew ~60 MiB per part (0.5 → 1.0 GiB over eight parts), and at 40 M
+    rows a 1 GiB Dask worker held ~160 MiB of data and ~660 MiB besides, and paused for good
+    (it pauses at 80 % of its limit, used or not). Trimming after each part kept ingest at
+    ~0.45 GiB, for 27 ms in all; fixing the mmap threshold instead cost 2 s at 4 M rows.
     """
     pa.default_memory_pool().release_unused()
     fn = _malloc_trim()

@@ -66,13 +66,19 @@ def write_parts_tasks(ddf: "dd.DataFrame", out_dir: str, storage_options: dict |
 
 
 
-# --- customer-bucketed Parquet: ingest's parts ----------------------------------------------------
+# --- customer-bucketed Parquet: ingest's parts ------------------------------------------------
 #
 # Each review part holds one row group per customer bucket (empty ones included), in bucket
 # order, so that prepare gathers all of a bucket's rows by reading row group j of every part:
 # the shuffle by customer happens while ingest writes, on rows it already has in memory.
 
-def bucket_groups(tables: list[pa.Table], buckets: list[np.ndarray], n_buckets: int) -> list[pa.Table]:
+def bucket_order(buckets: np.ndarray, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row order that groups rows by bucket (stable within one), and the rows of each bucket."""
+    return np.argsort(buckets, kind="stable"), np.bincount(buckets, minlength=n_buckets)
+
+
+def bucket_groups(tables: list[pa.Table], buckets: list[np.ndarray],
+                  n_buckets: int) -> list[pa.Table]:
     """The rows of ``tables`` grouped by bucket: ``n_buckets`` tables, in input order within each.
 
     Parameters
@@ -92,10 +98,9 @@ def bucket_groups(tables: list[pa.Table], buckets: list[np.ndarray], n_buckets: 
     """
     slices = []
     for table, bucket in zip(tables, buckets):
-        order = np.argsort(bucket, kind="stable")
-        ends = np.cumsum(np.bincount(bucket, minlength=n_buckets))
+        order, counts = bucket_order(bucket, n_buckets)
         table = table.take(pa.array(order)) if n_buckets > 1 else table
-        slices.append((table, np.r_[0, ends]))
+        slices.append((table, np.r_[0, np.cumsum(counts)]))
     schema = tables[0].schema
     return [pa.concat_tables([t.slice(s[j], s[j + 1] - s[j]) for t, s in slices]
                              or [schema.empty_table()]) for j in range(n_buckets)]
@@ -205,10 +210,9 @@ def write_buckets(df: pd.DataFrame | pa.Table, buckets: np.ndarray, n_buckets: i
     list of int
         Rows per bucket.
     """
-    order = np.argsort(buckets, kind="stable")
-    counts = np.bincount(buckets, minlength=n_buckets).tolist()
-    _write_batches(_table(df).take(pa.array(order)), counts, url, storage_options)
-    return counts
+    order, counts = bucket_order(buckets, n_buckets)
+    _write_batches(_table(df).take(pa.array(order)), counts.tolist(), url, storage_options)
+    return counts.tolist()
 
 
 def read_bucket(urls: list[str], bucket: int, storage_options: dict | None = None,

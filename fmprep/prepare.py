@@ -23,10 +23,11 @@ the scheduler:
 Ingest has grouped the rows by customer bucket already (row group j of every part is bucket
 j), so each bucket is read, deduplicated and written to ``WORK/_deduped`` without a shuffle, and
 every per-customer step afterwards is local to a part: parts are sorted by (customer,
-review_date, review_id) there, and the filter, ``days_since_first``, the split and the user statistics are
-single passes over each sorted part (``WORK/_kept``). Only the small per-customer and
-per-product tables are sorted or joined across parts, and the kept rows are shuffled once more
-into their shards. These scratch files are Arrow IPC and are removed when the stage is done.
+review_date, review_id) there, and the filter, ``days_since_first``, the split and the user
+statistics are single passes over each sorted part (``WORK/_kept``). Only the small
+per-customer and per-product tables are sorted or joined across parts, and the kept rows are
+shuffled once more into their shards. These scratch files are Arrow IPC and are removed when
+the stage is done.
 """
 
 from __future__ import annotations
@@ -57,17 +58,14 @@ DEDUPED = "_deduped"          # rows after dedupe, one part per customer bucket
 KEPT = "_kept"                # rows after the filter, with days and the split
 COUNTS = "_counts"            # rows per product of each part, after dedupe and after the filter
 SCRATCH_DIRS = (BY_PRODUCT, DEDUPED, KEPT, BY_SHARD, COUNTS)
-# After dedupe a row needs its keys, its rating and date, and customer_id for the users map
-# (product ids and titles come from the reviews themselves; review_id only broke ties).
-DEDUPED_COLUMNS = ["ckey", "pkey", "customer_id", "star_rating", "review_date"]
 ROW_COLUMNS = ["user", "item", "days_since_first", "star_rating", "review_date"]
 SHARD_INPUT_COLUMNS = ["ckey", "pkey", "star_rating", "review_date", "days_since_first", "is_test"]
 # Rows per partition of the user and item tables while they are sorted into ids: one partition
 # sorts without a shuffle, but a sort holds a few copies of its partition (a user row is ~100
 # bytes in pandas, an item row with its title ~300), and a 1 GiB worker must hold them.
 USERS_PER_PARTITION = 300_000
-MAX_SHARD_ROWS = 500_000  # rows of a train or test shard, at most: see capped_shards
 ITEMS_PER_PARTITION = 100_000
+MAX_SHARD_ROWS = 500_000  # rows of a train or test shard, at most: see capped_shards
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -103,8 +101,22 @@ def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # --- pure functions on pandas partitions --------------------------------------------------------
 
-def _order_with_ties(ckey: np.ndarray, days: np.ndarray, review_id) -> np.ndarray:
-    """Row order by (ckey, day, review_id, position); review_ids are compared only on ties."""
+def customer_order(ckey: np.ndarray, days: np.ndarray, review_id) -> np.ndarray:
+    """Row order by (ckey, day, review_id, position); review_ids are compared only on ties.
+
+    Parameters
+    ----------
+    ckey : numpy.ndarray of uint64
+        Keys of customer_id.
+    days : numpy.ndarray of int64
+        The review dates, as any integer count that orders them.
+    review_id : pyarrow.Array or pandas.Series
+        Strings that break ties of (ckey, day).
+
+    Returns
+    -------
+    numpy.ndarray of int64
+    """
     order = grouping.order_by_pair(ckey, days)
     ckey, days = ckey[order], days[order]
     tie = (ckey[1:] == ckey[:-1]) & (days[1:] == days[:-1])
@@ -121,12 +133,6 @@ def _order_with_ties(ckey: np.ndarray, days: np.ndarray, review_id) -> np.ndarra
 
 def _arrow(values) -> pa.Array | pa.ChunkedArray:
     return values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)
-
-
-def customer_order(df: pd.DataFrame) -> np.ndarray:
-    """Row order by (ckey, review_date, review_id); review_ids are compared only on ties."""
-    return _order_with_ties(df["ckey"].to_numpy(), df["review_date"].to_numpy().view(np.int64),
-                            df["review_id"])
 
 
 def dedupe_order(ckey: np.ndarray, pkey: np.ndarray, days: np.ndarray, review_id,
@@ -148,7 +154,7 @@ def dedupe_order(ckey: np.ndarray, pkey: np.ndarray, days: np.ndarray, review_id
         Row positions: each customer's rows together, oldest first, as every later
         per-customer step needs them.
     """
-    order = _order_with_ties(ckey, days, review_id)
+    order = customer_order(ckey, days, review_id)
     sorted_ckey = ckey[order]
     # Two customer_ids under one ckey would show as two different second keys (seeded apart).
     check = string_keys(customer_id, CHECK_SEED)[order]
@@ -159,18 +165,6 @@ def dedupe_order(ckey: np.ndarray, pkey: np.ndarray, days: np.ndarray, review_id
         raise _collision("customer", int(ckey[i]), ids[int(i)].as_py(), ids[int(j)].as_py())
     # Sorted oldest first, so the last of each (customer, product) is the latest review.
     return order[grouping.last_of_each(sorted_ckey, pkey[order])]
-
-
-def dedupe_partition(df: pd.DataFrame) -> pd.DataFrame:
-    """The latest review of each (customer, product) in a customer-partitioned frame.
-
-    Returns the :data:`DEDUPED_COLUMNS` of the rows, sorted by (ckey, review_date, review_id)
-    (see :func:`dedupe_order`).
-    """
-    order = dedupe_order(df["ckey"].to_numpy(), df["pkey"].to_numpy(),
-                         df["review_date"].to_numpy().view(np.int64), df["review_id"],
-                         df["customer_id"])
-    return df[DEDUPED_COLUMNS].take(order).reset_index(drop=True)
 
 
 def product_counts(pkey: np.ndarray) -> pd.DataFrame:
@@ -184,7 +178,7 @@ def filter_partition(df: pd.DataFrame, keep_products: np.ndarray,
                      min_customer_ratings: int) -> tuple[pd.DataFrame, dict]:
     """Rows whose customer has enough ratings here and whose product key is in ``keep_products``.
 
-    ``df`` is sorted by customer (as :func:`dedupe_partition` leaves it) and holds all of each
+    ``df`` is sorted by customer (as :func:`dedupe_bucket` writes it) and holds all of each
     of its customers' rows. Returns the kept rows (still sorted)
     and the rows removed by the customer minimum, then by the product minimum.
     """
@@ -344,15 +338,17 @@ def dedupe_bucket(urls: list[str], bucket: int, out_url: str, titles_url: str,
                          n_title_buckets, titles_url, storage_options)
     days = pc.cast(table["review_date"], pa.int32()).to_numpy().astype(np.int64)
     order = dedupe_order(ckey, pkey, days, table["review_id"], table["customer_id"])
-    taken = pa.array(order)
-    deduped = pa.table({"ckey": ckey[order], "pkey": pkey[order],
+    ckey, pkey, taken = ckey[order], pkey[order], pa.array(order)
+    # A row needs no more than its keys, its rating and date, and customer_id for the users map
+    # (product ids and titles come from the title counts; review_id only broke ties).
+    deduped = pa.table({"ckey": ckey, "pkey": pkey,
                         "customer_id": table["customer_id"].take(taken),
                         "star_rating": table["star_rating"].take(taken),
                         "review_date": table["review_date"].take(taken)})
     rows = partio.write_scratch_part(deduped, out_url, storage_options)
     # A bucket holds all of its customers' rows, so these histograms add up across buckets.
-    _, ratings_per_customer = _runs(ckey[order])
-    partio.write_scratch_part(product_counts(pkey[order]), counts_url, storage_options)
+    _, ratings_per_customer = _runs(ckey)
+    partio.write_scratch_part(product_counts(pkey), counts_url, storage_options)
     del table, titles, deduped
     memory.trim()
     return {"file": out_url.rsplit("/", 1)[-1], "rows": rows,
@@ -433,8 +429,7 @@ def capped_shards(settings: PrepSettings, train_rows: int, test_rows: int) -> tu
     of the shuffle into shards: 100000 train shards on 6 k rows ran for 11 minutes. Each cap
     is logged as a warning. A shard is sorted whole by one task, so its rows bound that task's
     memory: at 40 M reviews, 10 train shards of 1.9 M rows each paused 1 GiB workers for good;
-    40 of 0.47 M rows peaked at 843 MiB.
-    A raise is logged.
+    40 of 0.47 M rows peaked at 843 MiB. A raise is logged.
 
     Returns
     -------

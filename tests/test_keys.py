@@ -62,14 +62,24 @@ def _rows(customers, ckeys, products, dates, review_ids):
                                               prepare.PRODUCT_SEED))
 
 
+def _days(df):
+    return df["review_date"].to_numpy().view(np.int64)
+
+
+def _dedupe(df):
+    """The rows prepare keeps of ``df``, in its order."""
+    return df.take(prepare.dedupe_order(df["ckey"].to_numpy(), df["pkey"].to_numpy(), _days(df),
+                                        df["review_id"], df["customer_id"]))
+
+
 def test_two_customers_under_one_key_stop_the_run():
     # Forced: both customers get key 7, and each has one review of the same product, so a
     # dedupe that trusted the key would silently keep one of them.
     df = _rows(["C1", "C2"], [7, 7], ["P1", "P1"], ["2015-01-01", "2015-01-02"], ["R1", "R2"])
     with pytest.raises(FmprepError, match="'C1'.*'C2'|'C2'.*'C1'"):
-        prepare.dedupe_partition(df)
+        _dedupe(df)
     fine = _rows(["C1", "C1"], [7, 7], ["P1", "P1"], ["2015-01-01", "2015-01-02"], ["R1", "R2"])
-    assert prepare.dedupe_partition(fine)["review_date"].tolist() == [pd.Timestamp("2015-01-02")]
+    assert _dedupe(fine)["review_date"].tolist() == [pd.Timestamp("2015-01-02")]
 
 
 def test_two_products_under_one_key_stop_the_run():
@@ -91,7 +101,8 @@ def test_customer_order_equals_a_full_sort_with_many_ties():
                [f"P{i}" for i in rng.integers(0, 30, n)],
                pd.Timestamp("2015-01-01") + pd.to_timedelta(rng.integers(0, 4, n), "D"),
                [f"R{i:03d}" for i in rng.integers(0, 400, n)])
-    got = df.take(prepare.customer_order(df))[["ckey", "review_date", "review_id"]]
+    got = df.take(prepare.customer_order(df["ckey"].to_numpy(), _days(df), df["review_id"]))[
+        ["ckey", "review_date", "review_id"]]
     want = df.sort_values(["ckey", "review_date", "review_id"])[["ckey", "review_date",
                                                                    "review_id"]]
     assert got.reset_index(drop=True).equals(want.reset_index(drop=True))
