@@ -56,7 +56,8 @@ BY_PRODUCT = "_by_product"    # the shuffles' files
 BY_SHARD = "_by_shard"
 DEDUPED = "_deduped"          # rows after dedupe, one part per customer bucket
 KEPT = "_kept"                # rows after the filter, with days and the split
-COUNTS = "_counts"            # rows per product of each part, after dedupe and after the filter
+COUNTS = "_counts"            # rows per product of each part (after dedupe, each k-core round
+                              # and the filter), bucketed by product key
 SCRATCH_DIRS = (BY_PRODUCT, DEDUPED, KEPT, BY_SHARD, COUNTS)
 ROW_COLUMNS = ["user", "item", "days_since_first", "star_rating", "review_date"]
 SHARD_INPUT_COLUMNS = ["ckey", "pkey", "star_rating", "review_date", "days_since_first", "is_test"]
@@ -167,11 +168,29 @@ def dedupe_order(ckey: np.ndarray, pkey: np.ndarray, days: np.ndarray, review_id
     return order[grouping.last_of_each(sorted_ckey, pkey[order])]
 
 
-def product_counts(pkey: np.ndarray) -> pd.DataFrame:
+def product_counts(pkey: np.ndarray) -> pa.Table:
     """Rows per product key: columns ``pkey``, ``n``."""
-    counts = pd.Series(pkey).value_counts(sort=False)
-    return pd.DataFrame({"pkey": counts.index.to_numpy(np.uint64),
-                         "n": counts.to_numpy(np.int64)})
+    keys, n = np.unique(pkey, return_counts=True)
+    return pa.table({"pkey": keys.astype(np.uint64), "n": n.astype(np.int64)})
+
+
+def product_totals(pkey: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` summed per product key: the keys (sorted, unique) and their totals."""
+    order = np.argsort(pkey, kind="stable")
+    keys = pkey[order]
+    if len(keys) == 0:
+        return keys, np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return keys[starts], np.add.reduceat(n[order], starts).astype(np.int64)
+
+
+def write_product_counts(pkey: np.ndarray, url: str, n_buckets: int,
+                         storage_options: dict | None) -> None:
+    """Rows per product of one part to the scratch file ``url``, bucketed by product key: the
+    map side of the sums by product (:func:`keep_bucket`, :func:`item_bucket`)."""
+    counts = product_counts(pkey)
+    partio.write_buckets(counts, bucket_of(counts["pkey"].to_numpy(), n_buckets), n_buckets,
+                         url, storage_options)
 
 
 def filter_partition(df: pd.DataFrame, keep_products: np.ndarray,
@@ -316,6 +335,34 @@ def titles_bucket(urls: list[str], bucket: int, keep_products: np.ndarray,
     return item_titles(counts[pd.Index(counts["pkey"].to_numpy()).isin(keep_products)])
 
 
+def keep_bucket(count_urls: list[str], bucket: int, min_product_ratings: int,
+                storage_options: dict | None) -> dict:
+    """Reduce side of the product counts, for one product bucket: the products with at least
+    ``min_product_ratings`` rows (``keep``, sorted keys), and how many products have each count
+    (``k`` and ``products``)."""
+    counts = partio.read_bucket(count_urls, bucket, storage_options, arrow=True)
+    keys, totals = product_totals(counts["pkey"].to_numpy(), counts["n"].to_numpy())
+    k, products = np.unique(totals, return_counts=True)
+    return {"keep": keys[totals >= min_product_ratings], "k": k, "products": products}
+
+
+def item_bucket(titles: pd.DataFrame, count_urls: list[str], bucket: int,
+                storage_options: dict | None) -> pd.DataFrame:
+    """The items of one product bucket: its products with kept rows, their rows and titles.
+
+    ``titles`` is :func:`titles_bucket` of the same bucket. Returns ``pkey``, ``n_ratings``,
+    ``product_id``, ``product_title``.
+    """
+    counts = partio.read_bucket(count_urls, bucket, storage_options, arrow=True)
+    keys, totals = product_totals(counts["pkey"].to_numpy(), counts["n"].to_numpy())
+    at = pd.Index(titles["pkey"].to_numpy()).get_indexer(keys)
+    if len(at) and at.min() < 0:  # every kept row's product was counted with its title
+        raise RuntimeError("prepare: a kept product has no title count")
+    return pd.DataFrame({"pkey": keys, "n_ratings": totals,
+                         "product_id": titles["product_id"].to_numpy()[at],
+                         "product_title": titles["product_title"].to_numpy()[at]})
+
+
 def dedupe_bucket(urls: list[str], bucket: int, out_url: str, titles_url: str,
                   n_title_buckets: int, counts_url: str, storage_options: dict | None) -> dict:
     """Every row of one customer bucket → deduplicated, sorted, written to ``out_url``.
@@ -325,8 +372,9 @@ def dedupe_bucket(urls: list[str], bucket: int, out_url: str, titles_url: str,
     (:func:`title_counts`) go to ``titles_url``, bucketed by pkey: the map side of the shuffle
     by product.
 
-    Its rows per product go to ``counts_url`` (a file, not the result: held in memory until
-    every bucket is done, they grew with the data). Returns the file name, its rows and its
+    Its rows per product go to ``counts_url``, bucketed by product key like the titles (a file,
+    not the result: held in memory until every bucket is done, they grew with the data).
+    Returns the file name, its rows and its
     histogram of ratings per customer (``h[k]`` customers have ``k`` rows).
     """
     table = partio.read_parquet_bucket(urls, bucket, INPUT_COLUMNS, storage_options,
@@ -348,31 +396,35 @@ def dedupe_bucket(urls: list[str], bucket: int, out_url: str, titles_url: str,
     rows = partio.write_scratch_part(deduped, out_url, storage_options)
     # A bucket holds all of its customers' rows, so these histograms add up across buckets.
     _, ratings_per_customer = _runs(ckey)
-    partio.write_scratch_part(product_counts(pkey), counts_url, storage_options)
+    write_product_counts(pkey, counts_url, n_title_buckets, storage_options)
     del table, titles, deduped
     memory.trim()
     return {"file": out_url.rsplit("/", 1)[-1], "rows": rows,
             "customer_histogram": np.bincount(ratings_per_customer)}
 
 
-def filter_round(df: pd.DataFrame, keep_products: np.ndarray, min_customer_ratings: int) -> dict:
-    """One k-core round on one part: the kept rows, the removals and their product counts."""
+def filter_round(df: pd.DataFrame, keep_products: np.ndarray, min_customer_ratings: int,
+                 counts_url: str, n_buckets: int, storage_options: dict | None) -> dict:
+    """One k-core round on one part: the kept rows and the removals; the kept rows per product
+    go to ``counts_url`` (see :func:`write_product_counts`)."""
     kept, removed = filter_partition(df, keep_products, min_customer_ratings)
-    return {"rows": kept, "removed": removed, "products": product_counts(kept["pkey"].to_numpy())}
+    write_product_counts(kept["pkey"].to_numpy(), counts_url, n_buckets, storage_options)
+    return {"rows": kept, "removed": removed}
 
 
 def finish_part(df: pd.DataFrame, keep_products: np.ndarray, min_customer_ratings: int,
-                url: str, part: int, counts_url: str, storage_options: dict | None) -> dict:
+                url: str, part: int, counts_url: str, n_buckets: int,
+                storage_options: dict | None) -> dict:
     """Filter one part, add days and the split, write it to ``url``; return its tables.
 
-    Its rows per product go to ``counts_url``. Returns the removals, the part's customers
-    (with ``part``, so their ids can be sent back here) and its largest ``days_since_first``.
+    Its rows per product go to ``counts_url`` (see :func:`write_product_counts`). Returns the
+    removals, the part's customers (with ``part``, so their ids can be sent back here) and its
+    largest ``days_since_first``.
     """
     kept, removed = filter_partition(df, keep_products, min_customer_ratings)
     rows, customers = days_and_split(kept)
     partio.write_scratch_part(rows, url, storage_options)
-    partio.write_scratch_part(product_counts(kept["pkey"].to_numpy()), counts_url,
-                              storage_options)
+    write_product_counts(kept["pkey"].to_numpy(), counts_url, n_buckets, storage_options)
     max_days = float(rows["days_since_first"].max()) if len(rows) else 0.0
     del df, kept, rows
     memory.trim()
@@ -489,21 +541,22 @@ def clear(work: str, storage_options: dict | None = None) -> None:
     owned.make_dirs(work, SCRATCH_DIRS + OUTPUT_DIRS, storage_options)
 
 
-def _keep_products(counts: list, min_product_ratings: int, split_out: int,
-                   histogram: bool = False) -> tuple[np.ndarray, dict | None]:
-    """Sorted product keys with ≥ ``min_product_ratings`` rows over per-part ``counts``.
+def _keep_products(count_urls: list[str], n_buckets: int, min_product_ratings: int,
+                   storage_options: dict | None) -> tuple[np.ndarray, dict]:
+    """Sorted product keys with ≥ ``min_product_ratings`` rows, summed over the parts' count
+    files (:func:`write_product_counts`, ``n_buckets`` each), and ``{k: products with k rows}``.
 
-    The counts are summed with Dask; only the keep-set and, with ``histogram``,
-    ``{k: products with k rows}`` reach the client.
+    One task per product bucket sums its products; only the keep-set and the histogram reach
+    the client.
     """
-    meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"), "n": pd.Series([], dtype="int64")})
-    total = dd.from_delayed(counts, meta=meta, verify_meta=False).groupby("pkey")["n"].sum(
-        split_out=split_out)
-    keep = total[total >= min_product_ratings].index
-    if not histogram:
-        return np.sort(np.asarray(keep.compute(), dtype=np.uint64)), None
-    keep, per_k = dask.compute(keep, total.value_counts())
-    return np.sort(np.asarray(keep, dtype=np.uint64)), per_k.to_dict()
+    (buckets,) = dask.compute([dask.delayed(keep_bucket)(count_urls, j, min_product_ratings,
+                                                         storage_options)
+                               for j in range(n_buckets)])
+    histogram = collections.Counter()
+    for b in buckets:
+        histogram.update(dict(zip(b["k"].tolist(), b["products"].tolist())))
+    # Buckets hold disjoint products, so the keys only need to be put in order.
+    return np.sort(np.concatenate([b["keep"] for b in buckets])), dict(histogram)
 
 
 def _histogram_pairs(histogram: dict) -> list[list[int]]:
@@ -549,7 +602,6 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     # Ingest wrote each part's rows grouped by customer bucket: bucket j is row group j of
     # every part, so that every customer's rows come together without a shuffle here.
     n_parts = ingested["customer_buckets"]
-    split_out = max(1, n_parts // 8)
     delayed = dask.delayed
 
     # 1. Each customer bucket is deduplicated, sorted by customer and written to _deduped
@@ -558,21 +610,19 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     title_files = [storage.join(work, BY_PRODUCT, name) for name in scratch]
     dedup_dir = storage.join(work, DEDUPED)
     counts_dir = storage.join(work, COUNTS)
-    deduped_counts = [storage.join(counts_dir, f"part-{i:05d}-deduped{partio.SCRATCH_SUFFIX}")
-                      for i in range(n_parts)]
-    kept_counts = [storage.join(counts_dir, f"part-{i:05d}-kept{partio.SCRATCH_SUFFIX}")
-                   for i in range(n_parts)]
+
+    def counts_files(step):  # one file per part, each bucketed by product key
+        return [storage.join(counts_dir, f"part-{i:05d}-{step}{partio.SCRATCH_SUFFIX}")
+                for i in range(n_parts)]
     parts = dask.persist(*[
         delayed(dedupe_bucket)(review_parts, i, storage.join(dedup_dir, name), title_files[i],
-                               n_parts, deduped_counts[i], storage_options)
+                               n_parts, counts_files("deduped")[i], storage_options)
         for i, name in enumerate(scratch)])
     written, histograms = dask.compute([(p["file"], p["rows"]) for p in parts],
                                        [p["customer_histogram"] for p in parts])
     rows_in = ingested["totals"]["rows_valid"]
     rows_deduped = sum(r for _, r in written)
-    # Read back as the sum needs them: Dask's tree reduction then holds a few at a time.
-    counts = [delayed(partio.read_scratch_part)(url, None, storage_options)
-              for url in deduped_counts]
+    counts = counts_files("deduped")
     customer_histogram = collections.Counter()
     for h in histograms:
         customer_histogram.update(dict(enumerate(h.tolist())))
@@ -588,24 +638,29 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     kept_urls = [storage.join(kept_dir, name) for name, _ in written]
     while True:
         iterations += 1
-        keep_products, histogram = _keep_products(counts, settings.min_product_ratings,
-                                                  split_out, histogram=iterations == 1)
+        keep_products, histogram = _keep_products(counts, n_parts, settings.min_product_ratings,
+                                                  storage_options)
         if iterations == 1:  # before any filter: what the report plots
             product_histogram = histogram
         if settings.filter_mode == "kcore":
+            counts = counts_files(f"round{iterations}")
             rounds = dask.persist(*[delayed(filter_round)(r, keep_products,
-                                                          settings.min_customer_ratings)
-                                    for r in rows])
+                                                          settings.min_customer_ratings, url,
+                                                          n_parts, storage_options)
+                                    for r, url in zip(rows, counts)])
             (round_removed,) = dask.compute([r["removed"] for r in rounds])
             removed["by_customer"] += sum(r["by_customer"] for r in round_removed)
             removed["by_product"] += sum(r["by_product"] for r in round_removed)
-            rows, counts = [r["rows"] for r in rounds], [r["products"] for r in rounds]
+            rows = [r["rows"] for r in rounds]
             if sum(r["by_customer"] + r["by_product"] for r in round_removed):
                 continue
-        finished = dask.persist(*[
-            delayed(finish_part)(r, keep_products, settings.min_customer_ratings, url, i,
-                                 kept_counts[i], storage_options)
-            for i, (r, url) in enumerate(zip(rows, kept_urls))])
+        # The titles of the kept products need only the keep-set: they run beside the parts.
+        finished, titles = dask.persist(
+            [delayed(finish_part)(r, keep_products, settings.min_customer_ratings, url, i,
+                                  counts_files("kept")[i], n_parts, storage_options)
+             for i, (r, url) in enumerate(zip(rows, kept_urls))],
+            [delayed(titles_bucket)(title_files, j, keep_products, storage_options)
+             for j in range(n_parts)])
         (last_removed, max_days, part_users) = dask.compute(
             [f["removed"] for f in finished], [f["max_days"] for f in finished],
             [f["n_users"] for f in finished])
@@ -631,20 +686,13 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     users = dd.from_delayed([f["users"] for f in finished], meta=user_meta,
                             verify_meta=False).repartition(
         npartitions=_partitions(sum(part_users), USERS_PER_PARTITION))
-    product_meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"),
-                                 "n": pd.Series([], dtype="int64")})
-    item_n = (dd.from_delayed([delayed(partio.read_scratch_part)(url, None, storage_options)
-                               for url in kept_counts], meta=product_meta, verify_meta=False)
-              .groupby("pkey")["n"].sum(split_out=split_out).rename("n_ratings").reset_index())
-    title_meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"),
-                               "product_id": pd.Series([], dtype="str"),
-                               "product_title": pd.Series([], dtype="str")})
-    titles = dd.from_delayed([delayed(titles_bucket)(title_files, j, keep_products,
-                                                     storage_options)
-                              for j in range(n_parts)],
-                             meta=title_meta,
-                             verify_meta=False)
-    items = item_n.merge(titles, on="pkey", how="left").repartition(
+    item_meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"),
+                              "n_ratings": pd.Series([], dtype="int64"),
+                              "product_id": pd.Series([], dtype="str"),
+                              "product_title": pd.Series([], dtype="str")})
+    items = dd.from_delayed([delayed(item_bucket)(t, counts_files("kept"), j, storage_options)
+                             for j, t in enumerate(titles)],
+                            meta=item_meta, verify_meta=False).repartition(
         npartitions=_partitions(len(keep_products), ITEMS_PER_PARTITION))
     if users.npartitions > 1 or items.npartitions > 1:
         # A sort of several partitions samples its input first: persisted, it is computed once.

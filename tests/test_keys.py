@@ -4,7 +4,8 @@
   share one;
 * prepare's (customer, date, review_id) order, which compares review_ids only on ties;
 * ingest's strict YYYY-MM-DD parser (numba) against :mod:`datetime`;
-* ingest's parse-ahead thread: order, errors and early close.
+* ingest's parse-ahead thread: order, errors and early close;
+* the per-product sums over bucketed count files.
 """
 
 from __future__ import annotations
@@ -202,3 +203,17 @@ def test_shard_order_breaks_equal_hashes_by_keys():
     np.testing.assert_array_equal(prepare.shard_order(order, ckey, pkey), [3, 1, 2, 0])
     unique = np.array([5, 1, 4], dtype=np.uint64)
     np.testing.assert_array_equal(prepare.shard_order(unique, unique, unique), [1, 2, 0])
+
+
+def test_product_counts_sum_across_parts_as_pandas_does(tmp_path):
+    """Counts written per part, bucketed by product key, sum per bucket to pandas' totals."""
+    rng = np.random.default_rng(3)
+    parts = [rng.integers(0, 50, size=n).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+             for n in (0, 1, 200, 1000)]
+    urls = [str(tmp_path / f"part-{i}.arrow") for i in range(len(parts))]
+    for pkey, url in zip(parts, urls):
+        prepare.write_product_counts(pkey, url, 3, None)
+    expected = pd.Series(np.concatenate(parts)).value_counts()
+    got_keep, got_hist = prepare._keep_products(urls, 3, 25, None)
+    assert got_keep.tolist() == sorted(expected[expected >= 25].index.tolist())
+    assert got_hist == expected.value_counts().to_dict()
