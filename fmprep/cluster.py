@@ -40,7 +40,13 @@ def dask_client(scheduler: str | None = None, memory_limit: str = "auto"):
     """
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or "threads"
     if address == "threads":
-        yield None
+        import dask
+        import dask.threaded
+
+        # Named outright: otherwise every compute imports distributed (0.2 s) to look for a
+        # client, and a name ("threads") would too.
+        with dask.config.set(scheduler=dask.threaded.get):
+            yield None
         return
     from distributed import Client, LocalCluster
 
