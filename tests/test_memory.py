@@ -7,9 +7,9 @@ from fmprep import memory
 MiB = 1 << 20
 
 
-def test_trims_above_half_a_workers_limit_and_elsewhere_above_the_threshold():
+def test_trims_always_on_a_worker_and_elsewhere_above_the_threshold():
     assert memory.should_trim(600 * MiB, 1024 * MiB)
-    assert not memory.should_trim(400 * MiB, 1024 * MiB)
+    assert memory.should_trim(100 * MiB, 1024 * MiB)
     assert memory.should_trim(memory.TRIM_ABOVE + 1, None)
     assert not memory.should_trim(memory.TRIM_ABOVE - 1, None)
 
