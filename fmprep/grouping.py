@@ -72,6 +72,28 @@ def order_by_pair(first, second):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def order_by_key(keys):  # pragma: no cover - compiled
+    """Row order by (``keys``, position): a stable LSD radix sort of one uint64 array, the four
+    passes of :func:`order_by_pair` on its first key alone.
+
+    Parameters
+    ----------
+    keys : numpy.ndarray of uint64
+
+    Returns
+    -------
+    numpy.ndarray of int64
+    """
+    n = keys.shape[0]
+    order = np.arange(n)
+    out = np.empty(n, np.int64)
+    for shift in range(0, 64, _DIGIT_BITS):
+        _radix_pass(keys, order, np.uint64(shift), out)
+        order, out = out, order
+    return order
+
+
+@numba.njit(cache=True, nogil=True)
 def last_of_each(group, key):  # pragma: no cover - compiled
     """Whether each row is the last of its (``group``, ``key``) pair, rows sorted by group.
 

@@ -238,6 +238,33 @@ def days_and_split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return rows, customers
 
 
+PAIR_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: pkey * PAIR_MIX + tkey mixes a key pair
+
+
+def pair_groups(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by the pair (``first``, ``second``), each group in row order.
+
+    Sorted by one 64-bit mix of the pair (half the radix passes of sorting by both keys);
+    should two different pairs share a mix, by both keys instead.
+
+    Returns
+    -------
+    order : numpy.ndarray of int64
+        Row positions, each group's rows together and in their input order.
+    starts : numpy.ndarray of int64
+        Where in ``order`` each group starts.
+    """
+    order = grouping.order_by_key(first * PAIR_MIX + second)
+    a, b = first[order], second[order]
+    new_pair = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    mixed = a * PAIR_MIX + b
+    if (new_pair & (mixed[1:] == mixed[:-1])).any():
+        order = grouping.order_by_pair(first, second)
+        a, b = first[order], second[order]
+        new_pair = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return order, np.flatnonzero(np.r_[True, new_pair]) if len(order) else np.zeros(0, np.int64)
+
+
 def title_counts(product_id, product_title, pkey: np.ndarray) -> pa.Table:
     """Rows per (product, title) of some reviews: the input of :func:`item_titles`.
 
@@ -256,10 +283,8 @@ def title_counts(product_id, product_title, pkey: np.ndarray) -> pa.Table:
         ``pkey``, ``tkey``, ``product_id``, ``product_title``, ``k`` (rows), one row per pair.
     """
     tkey = string_keys(product_title, TITLE_SEED)
-    order = grouping.order_by_pair(pkey, tkey)  # stable: a group's first row comes first
+    order, starts = pair_groups(pkey, tkey)
     pkeys, tkeys = pkey[order], tkey[order]
-    starts = np.flatnonzero(np.r_[True, (pkeys[1:] != pkeys[:-1]) | (tkeys[1:] != tkeys[:-1])]
-                            if len(order) else np.zeros(0, bool))
     first = pa.array(order[starts])
     return pa.table({"pkey": pkeys[starts], "tkey": tkeys[starts],
                      "product_id": product_id.take(first),

@@ -5,7 +5,8 @@
 * prepare's (customer, date, review_id) order, which compares review_ids only on ties;
 * ingest's strict YYYY-MM-DD parser (numba) against :mod:`datetime`;
 * ingest's parse-ahead thread: order, errors and early close;
-* the per-product sums over bucketed count files.
+* the per-product sums over bucketed count files;
+* ingest's one-digit rating check against the regex it replaced.
 """
 
 from __future__ import annotations
@@ -194,6 +195,30 @@ def test_compiled_grouping_equals_numpy_and_pandas(groups, span):
     want = ~pd.DataFrame({"c": first[order], "p": pkey}).duplicated(keep="last").to_numpy()
     np.testing.assert_array_equal(grouping.last_of_each(first[order], pkey), want)
     assert len(grouping.order_by_pair(first[:0], days[:0])) == 0
+    np.testing.assert_array_equal(grouping.order_by_key(first), np.argsort(first, kind="stable"))
+    assert len(grouping.order_by_key(first[:0])) == 0
+
+
+def _groups_by_python(first, second):
+    groups = {}
+    for i, pair in enumerate(zip(first.tolist(), second.tolist())):
+        groups.setdefault(pair, []).append(i)
+    return sorted(groups.values())
+
+
+def test_pair_groups_hold_each_pair_in_row_order_even_when_mixes_collide():
+    rng = np.random.default_rng(7)
+    first = rng.integers(0, 30, 3000).astype(np.uint64) * np.uint64(0x5851F42D4C957F2D)
+    second = rng.integers(0, 4, 3000).astype(np.uint64)
+    # Pairs that share prepare.PAIR_MIX's mix with (first[0], second[0]): the fallback path.
+    a, mix = 12345, int(prepare.PAIR_MIX)
+    clash = (int(first[0]) * mix + int(second[0]) - a * mix) % 2**64
+    first = np.r_[first, [a, a]].astype(np.uint64)
+    second = np.r_[second, [clash, clash]].astype(np.uint64)
+    for f, s in ((first[:3000], second[:3000]), (first, second), (first[:0], second[:0])):
+        order, starts = prepare.pair_groups(f, s)
+        got = sorted(order[b:e].tolist() for b, e in zip(starts, np.r_[starts[1:], len(order)]))
+        assert got == _groups_by_python(f, s)
 
 
 def test_shard_order_breaks_equal_hashes_by_keys():
@@ -217,3 +242,23 @@ def test_product_counts_sum_across_parts_as_pandas_does(tmp_path):
     got_keep, got_hist = prepare._keep_products(urls, 3, 25, None)
     assert got_keep.tolist() == sorted(expected[expected >= 25].index.tolist())
     assert got_hist == expected.value_counts().to_dict()
+
+
+def test_one_digit_ratings_accept_what_the_regex_accepts():
+    import re
+
+    import pyarrow.compute as pc
+
+    from fmprep.sources.columns import one_digit_ratings
+    values = ["1", "2", "3", "4", "5", "0", "6", "", "12", "4 stars", "５", " 3", "3 ", None, "5"]
+    arr = pa.array(values, pa.string())
+    for sliced in (arr, arr.slice(3), arr.slice(0, 0), pa.array(["", ""], pa.string())):
+        ratings, ok = one_digit_ratings(sliced)
+        want = [v is not None and re.fullmatch(r"[1-5]", v) is not None
+                for v in sliced.to_pylist()]
+        assert ok.tolist() == want
+        assert ratings.dtype == np.float32
+        assert ratings.tolist() == [float(v) if w else 0.0
+                                    for v, w in zip(sliced.to_pylist(), want)]
+        regex = pc.fill_null(pc.match_substring_regex(sliced, r"^[1-5]$"), False)
+        assert ok.tolist() == regex.to_pylist()

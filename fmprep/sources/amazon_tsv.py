@@ -8,7 +8,8 @@ import pyarrow.compute as pc
 
 from ..config import TSV_COLUMNS, USED_COLUMNS
 from ..errors import FmprepError, setting
-from .columns import REVIEWS_SCHEMA, _decode_column, _nonempty, _np, parse_iso_dates
+from .columns import (REVIEWS_SCHEMA, _decode_column, _nonempty, _np, one_digit_ratings,
+                      parse_iso_dates)
 from .delimited import _csv_batches
 from .rejects import Rejects, _shown
 from .streams import _Prefixed
@@ -51,7 +52,7 @@ def clean_batch(batch: pa.RecordBatch, rejects: Rejects) -> pa.Table:
     ids_ok = np.ones(n, dtype=bool)
     for name in ("customer_id", "product_id", "review_id"):
         ids_ok &= _nonempty(cols[name])
-    rating_ok = _np(pc.match_substring_regex(cols["star_rating"], r"^[1-5]$"))
+    ratings, rating_ok = one_digit_ratings(cols["star_rating"])
     # Strict: Arrow's strptime would roll impossible days over (2014-02-30 → 03-02).
     dates, date_ok = parse_iso_dates(cols["review_date"])
     header = _np(pc.equal(cols["star_rating"], "star_rating"))
@@ -69,7 +70,7 @@ def clean_batch(batch: pa.RecordBatch, rejects: Rejects) -> pa.Table:
         "review_id": cols["review_id"].take(keep_idx),
         "product_id": cols["product_id"].take(keep_idx),
         "product_title": cols["product_title"].take(keep_idx),
-        "star_rating": pc.cast(cols["star_rating"].take(keep_idx), pa.float32()),
+        "star_rating": pa.array(ratings[keep]),
         "review_date": dates.take(keep_idx),
     }, schema=REVIEWS_SCHEMA)
 
