@@ -36,13 +36,12 @@ import collections
 import logging
 
 import dask
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import grouping, layout, memory, owned, partio, storage
+from . import grouping, ids, layout, memory, owned, partio, storage
 from .config import INGEST_MANIFEST, MANIFEST, MANIFEST_FORMAT, REVIEWS_DIR, PrepSettings
 from .errors import FmprepError, command, setting
 from .keys import CHECK_SEED, CUSTOMER_SEED, PRODUCT_SEED, TITLE_SEED, bucket_of, string_keys
@@ -312,11 +311,18 @@ def item_titles(df: pd.DataFrame) -> pd.DataFrame:
     return counts.loc[first, ["pkey", "product_id", "product_title"]].reset_index(drop=True)
 
 
-def assign_ids(df: pd.DataFrame, offsets: list[int], id_column: str,
-               partition_info: dict | None = None) -> pd.DataFrame:
-    """Number the rows of a globally sorted frame: partition offset + position."""
-    start = offsets[partition_info["number"]]
-    return df.assign(**{id_column: np.arange(start, start + len(df), dtype="int64")})
+def users_by_part(users: pd.DataFrame, n_parts: int) -> list[pd.DataFrame]:
+    """``ckey`` and ``user`` of a range of numbered users, split by the part they came from."""
+    part = users["part"].to_numpy()
+    order, counts = partio.bucket_order(part, n_parts)
+    ordered = users[["ckey", "user"]].take(order)
+    bounds = np.r_[0, np.cumsum(counts)]
+    return [ordered.iloc[bounds[i]:bounds[i + 1]] for i in range(n_parts)]
+
+
+def item_ids(items: list[pd.DataFrame]) -> pd.DataFrame:
+    """``pkey`` and ``item`` of every item: the map each part's rows look their items up in."""
+    return pd.concat([r[["pkey", "item"]] for r in items], ignore_index=True)
 
 
 def join_ids(rows: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
@@ -534,6 +540,15 @@ def _partitions(rows: int, per_partition: int) -> int:
     return max(1, -(-rows // per_partition))
 
 
+def _write_ranges(ranges: list, columns: list[str], out_dir: str,
+                  storage_options: dict | None) -> list:
+    """Delayed writes of each numbered range's ``columns`` to ``out_dir/part-NNNNN.parquet``;
+    each gives ``(file name, rows)``."""
+    def write(df, name):
+        return name, partio.write_part(df[columns], storage.join(out_dir, name), storage_options)
+    return [dask.delayed(write)(r, f"part-{i:05d}.parquet") for i, r in enumerate(ranges)]
+
+
 def _after(value, *done):
     """``value``, once the tasks ``done`` have run (a barrier in the task graph)."""
     return value
@@ -591,18 +606,6 @@ def _histogram_pairs(histogram: dict) -> list[list[int]]:
 
 def prepare(work: str, settings: PrepSettings, storage_options: dict | None = None,
             key: str | None = None) -> dict:
-    """Run the prepare stage; see :func:`prepare_rows`."""
-    # Parts are read with pandas' own string dtype already; Dask's re-conversion cost ~10 %.
-    # Dask shuffles only the small per-product and per-customer tables here (rows move through
-    # WORK's scratch files): the task shuffle, also on a cluster. Its p2p shuffle, built for
-    # large data, buffered enough to push a 1 GiB worker over its limit at 40 M rows.
-    config = {"dataframe.convert-string": False, "dataframe.shuffle.method": "tasks"}
-    with dask.config.set(config):
-        return prepare_rows(work, settings, storage_options, key)
-
-
-def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None = None,
-                 key: str | None = None) -> dict:
     """Run the prepare stage from ``WORK/reviews`` to ``WORK/{train,test,users,items}``.
 
     Parameters
@@ -699,55 +702,31 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
             f" per customer, {settings.min_product_ratings} per product); lower "
             "MIN_CUSTOMER_RATINGS / MIN_PRODUCT_RATINGS or use a larger SOURCE")
 
-    # 3. Dense ids, by count descending then id, sorted on the small per-key tables; the
-    #    sorted maps are persisted so the partition offsets and the numbering see the same
-    #    partitions.
-    user_meta = pd.DataFrame({"ckey": pd.Series([], dtype="uint64"),
-                              "customer_id": pd.Series([], dtype="str"),
-                              "n_ratings": pd.Series([], dtype="int64"),
-                              "first_review": pd.Series([], dtype="datetime64[ms]"),
-                              "part": pd.Series([], dtype="int64")})
-    # Sorted in as few partitions as memory allows: one partition sorts without a shuffle.
-    users = dd.from_delayed([f["users"] for f in finished], meta=user_meta,
-                            verify_meta=False).repartition(
-        npartitions=_partitions(sum(part_users), USERS_PER_PARTITION))
-    item_meta = pd.DataFrame({"pkey": pd.Series([], dtype="uint64"),
-                              "n_ratings": pd.Series([], dtype="int64"),
-                              "product_id": pd.Series([], dtype="str"),
-                              "product_title": pd.Series([], dtype="str")})
-    items = dd.from_delayed([delayed(item_bucket)(t, counts_files("kept"), j, storage_options)
-                             for j, t in enumerate(titles)],
-                            meta=item_meta, verify_meta=False).repartition(
-        npartitions=_partitions(len(keep_products), ITEMS_PER_PARTITION))
-    if users.npartitions > 1 or items.npartitions > 1:
-        # A sort of several partitions samples its input first: persisted, it is computed once.
-        users, items = dask.persist(users, items)
-    users, items = dask.persist(
-        users.sort_values(["n_ratings", "customer_id"], ascending=[False, True]),
-        items.sort_values(["n_ratings", "product_id"], ascending=[False, True]))
-    user_lengths, item_lengths = dask.compute(users.map_partitions(len), items.map_partitions(len))
-    num_users, num_items = int(sum(user_lengths)), int(sum(item_lengths))
-    user_offsets = np.concatenate([[0], np.cumsum(user_lengths)[:-1]]).tolist()
-    item_offsets = (num_users + np.concatenate([[0], np.cumsum(item_lengths)[:-1]])).tolist()
-    users = users.map_partitions(assign_ids, user_offsets, "user",
-                                 meta=users._meta.assign(user=np.int64(0)))
-    items = items.map_partitions(assign_ids, item_offsets, "item",
-                                 meta=items._meta.assign(item=np.int64(0)))
+    # 3. Dense ids, by count descending then id, sorted on the small per-key tables (a sample
+    #    sort, fmprep.ids): users from the parts' customers, items from the product buckets.
+    item_parts = [delayed(item_bucket)(t, counts_files("kept"), j, storage_options)
+                  for j, t in enumerate(titles)]
+    (users, num_users), (items, num_items) = ids.number_tables([
+        ids.Table([f["users"] for f in finished], "n_ratings", "customer_id", "user",
+                  rows=sum(part_users), per_range=USERS_PER_PARTITION),
+        ids.Table(item_parts, "n_ratings", "product_id", "item", rows=len(keep_products),
+                  per_range=ITEMS_PER_PARTITION)])
     feature_dim = num_users + num_items + 1
     days_divisor = layout.days_divisor(settings.days_scale, max(max_days))
 
     # 4. User ids go back to the part their customers came from (a shuffle of the users, not
     #    of the rows); the item map (two integers per item) goes to every part. The rows then
     #    go to their shards through files, as in step 1.
-    users_by_part = users[["part", "ckey", "user"]].set_index(
-        "part", divisions=list(range(n_parts)) + [n_parts - 1], sorted=False).to_delayed()
-    item_map = delayed(pd.concat)(items[["pkey", "item"]].to_delayed(), ignore_index=True)
+    by_part = [delayed(users_by_part, nout=n_parts)(r, n_parts) for r in users]
+    item_map = delayed(item_ids)(items)
     # Each customer's latest row is its test row: num_users test rows, the rest train.
     n_train, n_test = capped_shards(settings, rows_kept - num_users, num_users)
     by_shard = [storage.join(work, BY_SHARD, name) for name in scratch]
-    shard_maps = [delayed(scatter_shards)(url, u, item_map, days_divisor, n_train, n_test, out,
+    shard_maps = [delayed(scatter_shards)(url, delayed(pd.concat)([b[i] for b in by_part],
+                                                                  ignore_index=True),
+                                          item_map, days_divisor, n_train, n_test, out,
                                           storage_options)
-                  for url, u, out in zip(kept_urls, users_by_part, by_shard)]
+                  for i, (url, out) in enumerate(zip(kept_urls, by_shard))]
     after_shard_maps = delayed(_after)(by_shard, *shard_maps)
     names = {ch: [f"part-{s:05d}.parquet" for s in range(n)]
              for ch, n in (("train", n_train), ("test", n_test))}
@@ -756,12 +735,10 @@ def prepare_rows(work: str, settings: PrepSettings, storage_options: dict | None
     tasks = {"shards": [delayed(gather_shard)(after_shard_maps, b, storage.join(work, ch, name),
                                               storage_options)
                         for b, (ch, name) in enumerate(buckets)]}
-    tasks["users"] = partio.write_parts_tasks(
-        users[["customer_id", "user", "n_ratings", "first_review"]], storage.join(work, "users"),
-        storage_options)
-    tasks["items"] = partio.write_parts_tasks(
-        items[["product_id", "item", "n_ratings", "product_title"]], storage.join(work, "items"),
-        storage_options)
+    tasks["users"] = _write_ranges(users, ["customer_id", "user", "n_ratings", "first_review"],
+                                   storage.join(work, "users"), storage_options)
+    tasks["items"] = _write_ranges(items, ["product_id", "item", "n_ratings", "product_title"],
+                                   storage.join(work, "items"), storage_options)
     (done,) = dask.compute(tasks)
     # Only now: until here a lost worker's results are recomputed from these files.
     owned.remove_files(work, owned.fmprep_files(work, SCRATCH_FILES, storage_options),
