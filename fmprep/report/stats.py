@@ -117,12 +117,18 @@ def channel_stats(work: str, prepared: dict, storage_options: dict | None = None
     users = np.concatenate([r["users"] for r in results["test"]] or [np.zeros(0, np.int64)])
     items = np.concatenate([r["items"] for r in results["test"]] or [np.zeros(0, np.int64)])
     cold_user_rows, cold_item_rows = ~seen[users], ~seen[items]
+
+    def distinct(ids):  # dense ids: a mask, not a sort (np.unique took 1.7 s at 40 M rows)
+        present = np.zeros(n_ids, bool)
+        present[ids] = True
+        return int(np.count_nonzero(present))
+
     out["cold_start"] = {
-        "test_customers": int(np.unique(users).size),
-        "test_customers_without_train": int(np.unique(users[cold_user_rows]).size),
+        "test_customers": distinct(users),
+        "test_customers_without_train": distinct(users[cold_user_rows]),
         "test_rows_customer_without_train": int(cold_user_rows.sum()),
-        "test_products": int(np.unique(items).size),
-        "test_products_without_train": int(np.unique(items[cold_item_rows]).size),
+        "test_products": distinct(items),
+        "test_products_without_train": distinct(items[cold_item_rows]),
         "test_rows_product_without_train": int(cold_item_rows.sum()),
     }
     return out
