@@ -23,10 +23,23 @@ if TYPE_CHECKING:  # pandas: 0.2 s to import, not needed before prepare
     import dask.dataframe as dd
 
 
+def _open_input(url: str, storage_options: dict | None):
+    """A file to read: through fsspec for a URL, memory-mapped by Arrow for a local path.
+
+    Arrow then reads without a Python file object in between: a Parquet bucket of 10 parts
+    took 118 ms through one, 34 ms mapped; an IPC batch of 91 files 7.3 against 5.4 ms.
+    Prepare's bucketed reads open every part's file once per bucket (n x n: 8,281 opens per
+    step at 40 M rows). Arrays read from a map stay valid after it is closed.
+    """
+    if storage.is_remote(url):
+        return storage.open_file(url, "rb", storage_options)
+    return pa.memory_map(url.removeprefix("file://"))
+
+
 def read_part(url: str, columns: list[str] | None = None,
               storage_options: dict | None = None) -> pd.DataFrame:
     """Read one Parquet file into pandas, dates as ``datetime64`` (not Python objects)."""
-    with storage.open_file(url, "rb", storage_options) as f:
+    with _open_input(url, storage_options) as f:
         table = pq.read_table(f, columns=columns)
     return table.to_pandas(date_as_object=False)
 
@@ -132,7 +145,7 @@ def read_parquet_bucket(urls: list[str], bucket: int, columns: list[str] | None 
     """
     tables = []
     for url in urls:
-        with storage.open_file(url, "rb", storage_options) as f:
+        with _open_input(url, storage_options) as f:
             tables.append(pq.ParquetFile(f).read_row_group(bucket, columns=columns))
     table = pa.concat_tables(tables)
     return table if arrow else table.to_pandas(date_as_object=False)
@@ -186,7 +199,7 @@ def write_scratch_part(df: pd.DataFrame | pa.Table, url: str,
 def read_scratch_part(url: str, columns: list[str] | None = None,
                       storage_options: dict | None = None) -> pd.DataFrame:
     """Every row of a scratch file (see :func:`write_scratch_part`), as pandas."""
-    with storage.open_file(url, "rb", storage_options) as f:
+    with _open_input(url, storage_options) as f:
         table = pa.ipc.open_file(f).read_all()
     return (table.select(columns) if columns else table).to_pandas(date_as_object=False)
 
@@ -224,7 +237,7 @@ def read_bucket(urls: list[str], bucket: int, storage_options: dict | None = Non
     (with ``arrow``, one pyarrow Table)."""
     batches = []
     for url in urls:
-        with storage.open_file(url, "rb", storage_options) as f:
+        with _open_input(url, storage_options) as f:
             batches.append(pa.ipc.open_file(f).get_batch(bucket))
     table = pa.Table.from_batches(batches)
     return table if arrow else table.to_pandas(date_as_object=False)
