@@ -144,6 +144,6 @@ bench-fm: $(STAMP) ## make train's defaults vs surprise SVD / SVD++ and myFM: te
 	@$(PY) -c 'import surprise, myfm' 2>/dev/null || $(PY) -m pip install -q -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/bench_fm.py --rows $(BENCH_FM_ROWS) --out data/bench/fm.json $(BENCH_FM_ARGS)
 
-clean: ## stop a local server, remove data/work and data/output (keeps the sample and .venv)
-	@if [ -f data/output/endpoint.json ]; then $(PY) scripts/train_deploy.py undeploy --output data/output; fi
-	rm -rf data/work data/output
+clean: $(STAMP) ## stop a local server, remove only the files fmprep wrote to WORK and OUTPUT (keeps yours, the sample and .venv)
+	@if [ -f '$(OUTPUT)/endpoint.json' ]; then $(PY) scripts/train_deploy.py undeploy --output '$(OUTPUT)'; fi
+	$(PY) -m fmprep clean --work '$(WORK)' --output '$(OUTPUT)' $(if $(QUIET),--quiet)

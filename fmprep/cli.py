@@ -251,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh", action="store_true",
                    help="re-read WORK even if report/stats.json is current")
     p.add_argument("--scheduler", default=None, help="Dask scheduler, as for data")
+    p = add("clean", "remove the files fmprep wrote to WORK and OUTPUT (and each directory, "
+            "once nothing else is in it); files you put there stay",
+            "fmprep clean --work data/work --output data/output")
+    p.add_argument("--work", default=config.DEFAULT_WORK,
+                   help="working directory, local or s3:// (default %(default)s)")
+    p.add_argument("--output", default=config.DEFAULT_OUTPUT,
+                   help="output directory, local or s3:// (default %(default)s)")
     # train | deploy | predict | score | undeploy | evaluate | recommend | import-model: the
     # flags of scripts/train_deploy.py (fmprep.cli_model), after the data commands.
     from .cli_model import add_commands
@@ -277,6 +284,15 @@ def run(ns) -> int:
             summary = generate_reviews(ns.out or config.DEFAULT_SAMPLE, rows=ns.rows,
                                        seed=ns.seed, faults=not ns.no_faults)
         logging.getLogger("fmprep").info("sample: %s", json.dumps(summary))
+        return 0
+
+    if ns.command == "clean":
+        from .clean import clean, describe
+
+        summary = clean(ns.work, ns.output)
+        for name in ("work", "output"):
+            logging.getLogger("fmprep").info("clean: %s", describe(name, getattr(ns, name),
+                                                                   summary[name]))
         return 0
 
     from .cluster import dask_client

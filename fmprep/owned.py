@@ -41,6 +41,22 @@ def _is_fmprep_manifest(fs, path: str) -> bool:
     return isinstance(doc, dict) and str(doc.get("format", "")).startswith("fmprep/")
 
 
+def _has_legacy_manifest(fs, path: str, remote: bool) -> bool:
+    return any(_is_fmprep_manifest(fs, _join(path, m) if remote else os.path.join(path, m))
+               for m in _LEGACY_MANIFESTS)
+
+
+def is_claimed(url: str, storage_options: dict | None = None) -> bool:
+    """True when ``url`` is a directory fmprep wrote: it holds :data:`MARKER`, or a manifest of
+    an older fmprep that wrote no marker."""
+    fs, path = storage.filesystem(url, storage_options)
+    path = path.rstrip("/") or path
+    fs.invalidate_cache(path)
+    remote = storage.is_remote(url)
+    marker = _join(path, MARKER) if remote else os.path.join(path, MARKER)
+    return fs.exists(marker) or _has_legacy_manifest(fs, path, remote)
+
+
 def claim(url: str, name: str, storage_options: dict | None = None) -> None:
     """Make ``url`` a directory fmprep may write and clean, or refuse with one line.
 
@@ -78,9 +94,7 @@ def claim(url: str, name: str, storage_options: dict | None = None) -> None:
     if kind is not None:
         entries = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
         entries = [e for e in entries if e and not e.startswith(".fmprep-write-test-")]
-        legacy = any(_is_fmprep_manifest(fs, _join(path, m) if storage.is_remote(url)
-                                         else os.path.join(path, m))
-                     for m in _LEGACY_MANIFESTS)
+        legacy = _has_legacy_manifest(fs, path, storage.is_remote(url))
         if entries and not legacy:
             shown = ", ".join(entries[:3]) + (", …" if len(entries) > 3 else "")
             raise FmprepError(

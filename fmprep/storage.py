@@ -19,6 +19,9 @@ from fsspec.core import url_to_fs
 from . import retries
 from .errors import FmprepError, aside, setting
 
+# A local file being written: <name>.tmp-<8 hex digits>, renamed to <name> once complete.
+TMP_INFIX = ".tmp-"
+
 
 def is_remote(url: str) -> bool:
     """True for URLs with a scheme other than ``file``."""
@@ -126,7 +129,7 @@ def open_atomic(url: str, storage_options: dict | None = None):
             yield f
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = f"{path}{TMP_INFIX}{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "wb") as f:
             yield f

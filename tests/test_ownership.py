@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from fmprep import cli, config
+from fmprep.clean import clean
+from fmprep.errors import FmprepError
 from fmprep.owned import MARKER
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_deploy.py"
@@ -192,6 +194,22 @@ def test_s3_empty_bucket_root_is_a_directory_like_any_other(s3, small_source, tm
     s3_client.head_bucket(Bucket="fmprep-fresh")
 
 
+def test_s3_clean_removes_only_fmprep_objects(s3, small_source, tmp_path, capsys):
+    s3_client = boto3.client("s3")
+    for prefix, mine in (("fm", ["fm/keep.txt", "fm/train/mine.txt"]), ("fm2", [])):
+        code, err = data(capsys, small_source, tmp_path / prefix, f"s3://fmprep-test/{prefix}")
+        assert code == 0, err
+        for key in mine:
+            s3_client.put_object(Bucket="fmprep-test", Key=key, Body=b"mine")
+        s3.invalidate_cache()
+        summary = clean(None, f"s3://fmprep-test/{prefix}")
+        left = sorted(k for k in _objects("fmprep-test") if k.startswith(prefix + "/"))
+        assert left == (sorted(mine + [f"{prefix}/{MARKER}"]) if mine else []), left
+        assert summary["output"]["kept"] == sorted(k[len(prefix) + 1:] for k in mine)
+        assert summary["output"]["removed"] > 0
+    s3_client.head_bucket(Bucket="fmprep-test")
+
+
 # --- models and deployments outlive make data -----------------------------------------------------
 
 def td(capsys, *argv):
@@ -267,6 +285,142 @@ def test_make_undeploy_after_make_data_through_make(small_source, tmp_path):
     assert r.returncode == 0 and "stopped" in r.stdout, r.stderr
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+    # make clean: the data, the model and the server's log go, and WORK with them; OUTPUT
+    # keeps the user's file (and the marker).
+    assert (tmp_path / "out" / config.SERVER_LOG).exists()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    r = make("clean")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(tmp_path) == ["out"]
+    assert sorted(tree(tmp_path / "out")) == [MARKER, "notes.txt"]
+
+
+# --- make clean / fmprep clean: only what fmprep wrote -------------------------------------------
+
+def test_clean_removes_every_fmprep_file_and_keeps_the_users(small_source, tmp_path, capsys):
+    """After data, train, report, recommend and score, clean leaves exactly the user's files."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    assert data(capsys, small_source, work, out, "--train-shards", "2")[0] == 0
+    code, _, err = td(capsys, "train", "--output", str(out), "--epochs", "1",
+                      "--num-factors", "4")
+    assert code == 0, err
+    assert cli.main(["report", "--output", str(out)]) == 0
+    code, _, err = td(capsys, "recommend", "--output", str(out), "--k", "3")
+    assert code == 0, err
+    users = pd.read_parquet(work / "users")
+    items = pd.read_parquet(work / "items")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("customer_id,product_id\n"
+                     f"{users['customer_id'].iloc[0]},{items['product_id'].iloc[0]}\n")
+    code, _, err = td(capsys, "score", "--output", str(out), "--input", str(pairs))
+    assert code == 0, err
+    capsys.readouterr()
+    written = set(tree(out))
+    assert {"report/index.html", "report/stats.json", "model/model.npz", "model/metrics.json",
+            "model/evaluation.json", "model/ranking/ranking.json",
+            "recommendations/_manifest.json", "scores/_manifest.json", f"scores/{MARKER}",
+            "train/part-00001.pbr"} <= written, sorted(written)
+    # The user's files: beside fmprep's, inside its folders, under names close to its own.
+    mine = {work: ["notes.md", "train/README", "reviews/part-0000.parquet.bak"],
+            out: ["report/my-chart.png", "model/notes.txt", "train/part-x.pbr.orig"]}
+    for root, names in mine.items():
+        for name in names:
+            (root / name).write_text("mine")
+    # What a killed write leaves (storage.open_atomic): fmprep's, so it goes.
+    (out / "train" / "part-00000.pbr.tmp-0123abcd").write_bytes(b"half")
+    work_files = len(tree(work)) - len(mine[work]) - 1   # the marker is not counted
+
+    summary = clean(str(work), str(out))
+
+    for root, names in mine.items():
+        assert sorted(tree(root)) == sorted(names + [MARKER]), root
+        assert all((root / n).read_text() == "mine" for n in names)
+    assert summary["work"] == {"existed": True, "removed": work_files,
+                               "kept": sorted(mine[work]), "gone": False}
+    assert summary["output"]["kept"] == sorted(mine[out])
+    assert not (out / "scores").exists()   # its own marker went with the scores
+    # Again: nothing left of fmprep's; the user's files still stay.
+    again = clean(str(work), str(out))
+    assert again["work"]["removed"] == again["output"]["removed"] == 0
+    assert sorted(tree(out)) == sorted(mine[out] + [MARKER])
+
+
+def test_clean_without_foreign_files_removes_both_directories(small_source, tmp_path, capsys):
+    work, out = tmp_path / "work", tmp_path / "out"
+    assert data(capsys, small_source, work, out)[0] == 0
+    assert cli.main(["report", "--output", str(out)]) == 0
+    n_work, n_out = len(tree(work)) - 1, len(tree(out)) - 1
+    summary = clean(str(work), str(out))
+    assert os.listdir(tmp_path) == []
+    assert summary == {"work": {"existed": True, "removed": n_work, "kept": [], "gone": True},
+                       "output": {"existed": True, "removed": n_out, "kept": [], "gone": True}}
+
+
+def test_clean_refuses_a_directory_fmprep_did_not_write(tmp_path, capsys):
+    """No marker and no fmprep manifest: refused, even for files with fmprep's names, and the
+    other directory is not touched either (every check comes first)."""
+    mine, work = tmp_path / "mine", tmp_path / "work"
+    (mine / "train").mkdir(parents=True)
+    (mine / "manifest.json").write_text('{"files": ["train/part-00000.pbr"]}')
+    (mine / "train" / "part-00000.pbr").write_bytes(b"mine")
+    (work / "train").mkdir(parents=True)
+    (work / MARKER).write_text('{"format": "fmprep-owner/1"}')
+    (work / "train" / "part-00000.parquet").write_bytes(b"fmprep's")
+    before = {mine: tree(mine), work: tree(work)}
+    with pytest.raises(FmprepError, match="was not written by fmprep") as err:
+        clean(str(work), str(mine))
+    assert "OUTPUT=" in str(err.value) and MARKER in str(err.value)
+    assert {mine: tree(mine), work: tree(work)} == before
+    code = cli.main(["clean", "--work", str(work), "--output", str(mine)])
+    line = capsys.readouterr().err.strip()
+    assert code == 2 and len(line.splitlines()) == 1 and "remove it yourself" in line, line
+    assert {mine: tree(mine), work: tree(work)} == before
+    # A path that is a file is refused the same way.
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(FmprepError, match="is a file"):
+        clean(str(tmp_path / "file"), None)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_clean_refuses_while_a_deployment_is_recorded(tmp_path):
+    """Without its record, undeploy could no longer find a running server or endpoint."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER).write_text('{"format": "fmprep-owner/1"}')
+    for record, body, fix in ((config.ENDPOINT_RECORD, {"url": "http://127.0.0.1:9", "pid": 1},
+                               "make undeploy first"),
+                              (config.SAGEMAKER_RECORD, {"endpoint": {"name": "fmprep-fm-1"}},
+                               "make undeploy BACKEND=sagemaker first")):
+        (out / record).write_text(json.dumps(body))
+        before = tree(out)
+        with pytest.raises(FmprepError, match=fix):
+            clean(None, str(out))
+        assert tree(out) == before
+        (out / record).unlink()
+    # A SageMaker record without an endpoint (a training job only) is fmprep's to remove.
+    (out / config.SAGEMAKER_RECORD).write_text('{"training_job": {"name": "fmprep-fm-1"}}')
+    assert clean(None, str(out))["output"]["gone"] and not out.exists()
+
+
+def test_fmprep_clean_command(tmp_path, capsys):
+    out, missing = tmp_path / "out", tmp_path / "missing"
+    (out / "train").mkdir(parents=True)
+    (out / MARKER).write_text('{"format": "fmprep-owner/1"}')
+    (out / "manifest.json").write_text('{"format": "fmprep/1", "files": ["train/a.pbr"]}')
+    (out / "train" / "a.pbr").write_bytes(b"listed in the manifest")
+    (out / "train" / "part-00003.pbr").write_bytes(b"a crashed run's shard")
+    (out / "notes.txt").write_text("mine")
+    code = cli.main(["clean", "--work", str(missing), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"WORK={missing}: not there, nothing to remove" in err
+    assert (f"OUTPUT={out}: removed 3 files; kept 1 file fmprep did not write: notes.txt"
+            in err), err
+    assert sorted(tree(out)) == [MARKER, "notes.txt"] and not missing.exists()
+    (out / "notes.txt").unlink()
+    assert cli.main(["clean", "--work", str(missing), "--output", str(out)]) == 0
+    assert f"OUTPUT={out}: removed 0 files and the directory" in capsys.readouterr().err
+    assert not out.exists()
 
 
 # --- predict never extrapolates silently ----------------------------------------------------------

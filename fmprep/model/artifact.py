@@ -437,7 +437,7 @@ def import_model(output: str, artifact: str | None = None, model_dir: str | None
     """
     from .. import config
     from ..freshness import data_stamp, read_manifest, trained_artifact
-    from .training import read_channel, write_evaluation
+    from .training import METRICS, read_channel, write_evaluation
 
     manifest = read_manifest(output, storage_options)
     if artifact is None:
@@ -467,7 +467,7 @@ def import_model(output: str, artifact: str | None = None, model_dir: str | None
         result["evaluation"] = write_evaluation(model, train, test, manifest, model_dir,
                                                 storage_options, recommender)
     # metrics.json of an earlier local model would describe another model: replace it.
-    storage.write_json(storage.join(model_dir, "metrics.json"),
+    storage.write_json(storage.join(model_dir, METRICS),
                        {"imported_from": artifact, "training_job": job_name,
                         "final": ({"test:rmse": result["evaluation"]["rating"]["model"]["rmse"]}
                                   if "evaluation" in result else {})},

@@ -37,6 +37,9 @@ from .hyperparameters import PREDICTOR_TYPES
 __all__ = ["FMModel", "MODEL_FORMAT"]
 
 MODEL_FORMAT = "fmprep-fm/1"
+# A saved model: the arrays, then the metadata (written last: a directory with it is complete).
+ARRAYS, META = "model.npz", "model.json"
+MODEL_FILES = (ARRAYS, META)
 
 
 @numba.njit(cache=True)
@@ -188,14 +191,14 @@ class FMModel:
         """
         buf = io.BytesIO()
         np.savez(buf, w0=np.array([self.w0], np.float64), w=self.w, V=self.V)
-        storage.write_bytes_atomic(storage.join(directory, "model.npz"), buf.getvalue(),
+        storage.write_bytes_atomic(storage.join(directory, ARRAYS), buf.getvalue(),
                                    storage_options)
         meta = {"format": MODEL_FORMAT, "predictor_type": self.predictor_type,
                 "feature_dim": self.feature_dim, "num_factors": self.num_factors,
                 "hyperparameters": self.hyperparameters}
         if data is not None:
             meta["data"] = data
-        storage.write_json(storage.join(directory, "model.json"), meta, storage_options)
+        storage.write_json(storage.join(directory, META), meta, storage_options)
 
     @classmethod
     def load(cls, directory: str, storage_options: dict | None = None) -> "FMModel":
@@ -217,8 +220,8 @@ class FMModel:
         FmprepError
             If the files are missing, of another format version, or disagree on the shapes.
         """
-        meta = storage.read_json(storage.join(directory, "model.json"), storage_options)
-        npz_url = storage.join(directory, "model.npz")
+        meta = storage.read_json(storage.join(directory, META), storage_options)
+        npz_url = storage.join(directory, ARRAYS)
         fs, npz_path = storage.filesystem(npz_url, storage_options)
         if meta is None or not fs.exists(npz_path):
             raise FmprepError(f"no fmprep model in {directory} (model.json and model.npz "

@@ -303,6 +303,7 @@ def _describe(candidate: dict) -> str:
 # the ranking model beside the rating model: MODEL_DIR/ranking/
 
 RANKING_SUBDIR = "ranking"
+RANKING_METRICS = "ranking.json"  # the validation study, beside the model
 
 
 def fit_ranking_model(train_records, manifest: dict, model_dir: str, seed: int = 0,
@@ -319,7 +320,7 @@ def fit_ranking_model(train_records, manifest: dict, model_dir: str, seed: int =
                                    int(manifest["num_items"]), seed)
     where = storage.join(model_dir, RANKING_SUBDIR)
     model.save(where, storage_options, data=data_stamp(manifest))
-    storage.write_json(storage.join(where, "ranking.json"), metrics, storage_options)
+    storage.write_json(storage.join(where, RANKING_METRICS), metrics, storage_options)
     return model
 
 

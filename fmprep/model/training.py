@@ -34,6 +34,10 @@ __all__ = ["read_channel", "train_from_output", "fit_output", "train_mcmc_model"
 
 log = logging.getLogger(__name__)
 
+# Beside the model in MODEL_DIR.
+METRICS = "metrics.json"
+EVALUATION = "evaluation.json"
+
 
 def read_channel(output_dir: str, manifest: dict, channel: str,
                  storage_options: dict | None = None):
@@ -183,7 +187,7 @@ def fit_output(output_dir: str, model_dir: str, hp: dict, manifest: dict,
     metrics["read_seconds"] = read_seconds
     metrics["wall_seconds"] = time.perf_counter() - t0
     metrics["hyperparameters"] = hp
-    storage.write_json(storage.join(model_dir, "metrics.json"), metrics, storage_options)
+    storage.write_json(storage.join(model_dir, METRICS), metrics, storage_options)
     return metrics
 
 
@@ -271,7 +275,7 @@ def write_evaluation(model, train_records, test_records, manifest: dict, model_d
     result = evaluate(model, train_records, test_records, int(manifest["num_users"]),
                       int(manifest["num_items"]), ranking_model=ranking_model)
     result["data"] = data_stamp(manifest)
-    storage.write_json(storage.join(model_dir, "evaluation.json"), result, storage_options)
+    storage.write_json(storage.join(model_dir, EVALUATION), result, storage_options)
     r, k = result["ranking"], result["ranking"]["k"]
     best = "recommender" if "recommender" in r else "model"
     log.info("evaluation: test rmse %.4f (biases only %.4f, train mean %.4f); HR@%d %.4f "

@@ -22,6 +22,7 @@ from ..errors import FmprepError, command, setting
 from ..freshness import check_model, read_manifest
 
 SERVER_MODULE = "fmprep.serving.serve"
+READY_FILE = ".serve-ready.json"  # OUTPUT: the starting server writes its url here
 
 
 def local_dir(output: str) -> str:
@@ -112,7 +113,7 @@ def deploy_local(output: str, model_dir: str, host: str, port: int) -> dict:
                           f"{setting('model_dir')})")
     check_model(model_meta, read_manifest(output), model_dir)
     log_path = os.path.join(output, config.SERVER_LOG)
-    ready = os.path.join(output, ".serve-ready.json")
+    ready = os.path.join(output, READY_FILE)
     if os.path.exists(ready):
         os.remove(ready)
     with open(log_path, "ab") as log_file:

@@ -50,6 +50,9 @@ _NO_CREDENTIALS = ("no AWS credentials found; configure them (aws configure, AWS
                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or use "
                    f"{setting('backend')}local")
 _DONE = ("Completed", "Failed", "Stopped")
+# Training jobs write OUTPUT/model/<job name>/output/model.tar.gz (SageMaker's layout).
+ARTIFACTS_DIR = "model"
+ARTIFACT_FILES = f"{ARTIFACTS_DIR}/*/output/model.tar.gz"
 
 
 # --- small helpers ------------------------------------------------------------------------------
@@ -267,7 +270,7 @@ def train(output: str, role: str, hyperparameters: dict,
         RoleArn=role,
         InputDataConfig=[_channel(output, "train", "ShardedByS3Key"),
                          _channel(output, "test", "FullyReplicated")],
-        OutputDataConfig={"S3OutputPath": storage.join(output, "model") + "/"},
+        OutputDataConfig={"S3OutputPath": storage.join(output, ARTIFACTS_DIR) + "/"},
         ResourceConfig={"InstanceType": instance_type, "InstanceCount": int(instance_count),
                         "VolumeSizeInGB": config.TRAIN_VOLUME_GB},
         StoppingCondition={"MaxRuntimeInSeconds": config.TRAIN_MAX_RUNTIME_S})
