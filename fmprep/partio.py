@@ -137,16 +137,33 @@ def write_bucketed_parquet(groups: list[pa.Table], url: str, options: dict,
     return sum(g.num_rows for g in groups)
 
 
+def parquet_footers(urls: list[str], storage_options: dict | None = None) -> list:
+    """The footer (``pyarrow.parquet.FileMetaData``) of every file in ``urls``, parsed once.
+
+    A footer describes every row group of its file, so parsing it costs as much as the
+    buckets grow: at 40 M rows (80 parts of 91 row groups) a bucket read took 0.21 s parsing
+    the 80 footers, 0.065 s given them (see :func:`read_parquet_bucket`).
+    """
+    footers = []
+    for url in urls:
+        with _open_input(url, storage_options) as f:
+            footers.append(pq.ParquetFile(f).metadata)
+    return footers
+
+
 def read_parquet_bucket(urls: list[str], bucket: int, columns: list[str] | None = None,
-                        storage_options: dict | None = None, arrow: bool = False):
+                        storage_options: dict | None = None, arrow: bool = False,
+                        footers: list | None = None):
     """Row group ``bucket`` of every file in ``urls`` (see :func:`write_bucketed_parquet`).
 
+    ``footers`` (:func:`parquet_footers` of ``urls``) spares parsing each file's footer again.
     Returns a pandas DataFrame, or with ``arrow`` the pyarrow Table.
     """
     tables = []
-    for url in urls:
+    for i, url in enumerate(urls):
         with _open_input(url, storage_options) as f:
-            tables.append(pq.ParquetFile(f).read_row_group(bucket, columns=columns))
+            meta = footers[i] if footers is not None else None
+            tables.append(pq.ParquetFile(f, metadata=meta).read_row_group(bucket, columns=columns))
     table = pa.concat_tables(tables)
     return table if arrow else table.to_pandas(date_as_object=False)
 

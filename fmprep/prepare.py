@@ -394,11 +394,12 @@ def item_bucket(titles: pd.DataFrame, count_urls: list[str], bucket: int,
                          "product_title": titles["product_title"].to_numpy()[at]})
 
 
-def dedupe_bucket(urls: list[str], bucket: int, out_url: str, titles_url: str,
+def dedupe_bucket(urls: list[str], footers: list, bucket: int, out_url: str, titles_url: str,
                   n_title_buckets: int, counts_url: str, storage_options: dict | None) -> dict:
     """Every row of one customer bucket → deduplicated, sorted, written to ``out_url``.
 
-    The bucket is row group ``bucket`` of every ingest part (see :mod:`fmprep.ingest`), read
+    The bucket is row group ``bucket`` of every ingest part (see :mod:`fmprep.ingest`; their
+    ``footers``, parsed once for all buckets, see :func:`fmprep.partio.parquet_footers`), read
     as Arrow and kept so: the strings are only hashed, taken and written. Its title counts
     (:func:`title_counts`) go to ``titles_url``, bucketed by pkey: the map side of the shuffle
     by product.
@@ -409,7 +410,7 @@ def dedupe_bucket(urls: list[str], bucket: int, out_url: str, titles_url: str,
     histogram of ratings per customer (``h[k]`` customers have ``k`` rows).
     """
     table = partio.read_parquet_bucket(urls, bucket, INPUT_COLUMNS, storage_options,
-                                       arrow=True)
+                                       arrow=True, footers=footers)
     ckey = string_keys(table["customer_id"], CUSTOMER_SEED)
     pkey = string_keys(table["product_id"], PRODUCT_SEED)
     titles = title_counts(table["product_id"], table["product_title"], pkey)
@@ -642,9 +643,11 @@ def prepare(work: str, settings: PrepSettings, storage_options: dict | None = No
     def counts_files(step):  # one file per part, each bucketed by product key
         return [storage.join(counts_dir, f"part-{i:05d}-{step}{partio.SCRATCH_SUFFIX}")
                 for i in range(n_parts)]
+    footers = delayed(partio.parquet_footers)(review_parts, storage_options)  # read once
     parts = dask.persist(*[
-        delayed(dedupe_bucket)(review_parts, i, storage.join(dedup_dir, name), title_files[i],
-                               n_parts, counts_files("deduped")[i], storage_options)
+        delayed(dedupe_bucket)(review_parts, footers, i, storage.join(dedup_dir, name),
+                               title_files[i], n_parts, counts_files("deduped")[i],
+                               storage_options)
         for i, name in enumerate(scratch)])
     written, histograms = dask.compute([(p["file"], p["rows"]) for p in parts],
                                        [p["customer_histogram"] for p in parts])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pandas.testing as pdt
+import pyarrow as pa
 import pytest
 
 from fmprep import partio
@@ -85,3 +86,18 @@ def test_bucketed_parquet_round_trip_with_empty_buckets(tmp_path, remote, reques
         pdt.assert_frame_equal(got, pd.concat([want, want], ignore_index=True),
                                check_dtype=True)
     assert list(partio.read_parquet_bucket([url], 3, ["star_rating"]).columns) == ["star_rating"]
+
+
+def test_bucket_reads_given_the_footers_equal_reads_that_parse_them(tmp_path):
+    table = pa.table({"k": np.arange(40, dtype=np.int64), "s": [f"r{i}" for i in range(40)]})
+    buckets = [table.slice(0, 0), table.slice(0, 15), table.slice(15, 25)]
+    urls = []
+    for i in range(2):
+        url = str(tmp_path / f"part-{i}.parquet")
+        partio.write_bucketed_parquet(buckets, url, {"compression": "none"})
+        urls.append(url)
+    footers = partio.parquet_footers(urls)
+    assert [f.num_row_groups for f in footers] == [3, 3]
+    for j in range(3):
+        assert partio.read_parquet_bucket(urls, j, arrow=True, footers=footers).equals(
+            partio.read_parquet_bucket(urls, j, arrow=True))
