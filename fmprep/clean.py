@@ -200,6 +200,10 @@ def clean(work: str | None, output: str | None, storage_options: dict | None = N
     dirs = {"work": (work, WORK_FILES, WORK_MANIFESTS),
             "output": (output, OUTPUT_FILES, OUTPUT_MANIFESTS)}
     dirs = {name: d for name, d in dirs.items() if d[0]}
+    if len(dirs) == 2 and storage.same_location(work, output, storage_options):
+        # fmprep never writes both to one place (make data refuses it): nothing here is sure
+        raise FmprepError(f"WORK and OUTPUT are both {output}; nothing was removed (clean them "
+                          f"one at a time: {setting('work')}… or {setting('output')}…)")
     summary, todo = {}, []
     for name, (url, _, _) in dirs.items():  # every check first: a refusal removes nothing
         if _check(url, name, storage_options):

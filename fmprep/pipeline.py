@@ -63,10 +63,7 @@ def claim_locations(work: str, output: str, storage_options=None) -> None:
         If they are the same place (each stage's manifest would overwrite the other's), or
         either holds files fmprep did not write (see :func:`fmprep.owned.claim`).
     """
-    def where(url):
-        fs, path = storage.filesystem(url, storage_options)
-        return fs.protocol, path.rstrip("/")
-    if where(work) == where(output):
+    if storage.same_location(work, output, storage_options):
         raise FmprepError(f"WORK and OUTPUT are both {output}; give them different directories "
                           f"(e.g. {setting('work')}data/work {setting('output')}data/output)")
     owned.claim(work, "work", storage_options)

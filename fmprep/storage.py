@@ -183,6 +183,14 @@ def to_url(fs, path: str) -> str:
     return path if protocol in ("file", "local") else f"{protocol}://{path}"
 
 
+def same_location(a: str, b: str, storage_options: dict | None = None) -> bool:
+    """Whether the URLs or paths ``a`` and ``b`` name the same directory."""
+    def where(url):
+        fs, path = filesystem(url, storage_options)
+        return fs.protocol, path.rstrip("/")
+    return where(a) == where(b)
+
+
 def open_file(url: str, mode: str = "rb", storage_options: dict | None = None):
     """``fsspec.open`` with fmprep's storage options and retry budget (no compression: callers
     sniff it)."""

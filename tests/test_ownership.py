@@ -380,6 +380,10 @@ def test_clean_refuses_a_directory_fmprep_did_not_write(tmp_path, capsys):
     with pytest.raises(FmprepError, match="is a file"):
         clean(str(tmp_path / "file"), None)
     assert (tmp_path / "file").read_text() == "mine"
+    # WORK and OUTPUT in one place, which make data never writes: refused too.
+    with pytest.raises(FmprepError, match="both"):
+        clean(str(work), str(work) + "/")
+    assert tree(work) == before[work]
 
 
 def test_clean_refuses_while_a_deployment_is_recorded(tmp_path):
