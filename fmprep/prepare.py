@@ -406,8 +406,8 @@ def dedupe_bucket(urls: list[str], footers: list, bucket: int, out_url: str, tit
 
     Its rows per product go to ``counts_url``, bucketed by product key like the titles (a file,
     not the result: held in memory until every bucket is done, they grew with the data).
-    Returns the file name, its rows and its
-    histogram of ratings per customer (``h[k]`` customers have ``k`` rows).
+    Returns the file name, its rows and its histogram of ratings per customer (``h[k]``
+    customers have ``k`` rows).
     """
     table = partio.read_parquet_bucket(urls, bucket, INPUT_COLUMNS, storage_options,
                                        arrow=True, footers=footers)
