@@ -111,31 +111,36 @@ def number_tables(tables: list[Table]) -> list[tuple[list, int]]:
         its rows.
     """
     delayed = dask.delayed
-    pieces = []  # per table, per range: the pieces of every part
-    sampled = [t for t in tables if t.n_ranges > 1]
+    parts = [t.parts for t in tables]
+    bounds = [[] for _ in tables]  # per table: the keys that cut it into ranges
+    sampled = [i for i, t in enumerate(tables) if t.n_ranges > 1]
     if sampled:
-        sorted_parts = dask.persist([[delayed(order_by_count)(p, t.count, t.name)
-                                      for p in t.parts] for t in sampled])[0]
-        (samples,) = dask.compute([[delayed(sample_keys)(p, t.count, t.name,
-                                                         SAMPLES_PER_RANGE * t.n_ranges)
-                                    for p in parts] for t, parts in zip(sampled, sorted_parts)])
-        cut = {id(t): (parts, range_bounds([k for s in part_samples for k in s], t.n_ranges))
-               for t, parts, part_samples in zip(sampled, sorted_parts, samples)}
-    for t in tables:
-        if t.n_ranges == 1:
-            pieces.append([t.parts])
+        sorted_parts = dask.persist([[delayed(order_by_count)(p, tables[i].count, tables[i].name)
+                                      for p in parts[i]] for i in sampled])[0]
+        (samples,) = dask.compute([[delayed(sample_keys)(p, tables[i].count, tables[i].name,
+                                                         SAMPLES_PER_RANGE * tables[i].n_ranges)
+                                    for p in table_parts]
+                                   for i, table_parts in zip(sampled, sorted_parts)])
+        for i, table_parts, part_samples in zip(sampled, sorted_parts, samples):
+            parts[i] = table_parts
+            bounds[i] = range_bounds([k for s in part_samples for k in s], tables[i].n_ranges)
+    pieces = []  # per table, per range: its piece of every part
+    for t, table_parts, table_bounds in zip(tables, parts, bounds):
+        if not table_bounds:
+            pieces.append([table_parts])
             continue
-        parts, bounds = cut[id(t)]
-        splits = [delayed(split_by_bounds, nout=len(bounds) + 1)(p, t.count, t.name, bounds)
-                  for p in parts]
-        pieces.append([[s[j] for s in splits] for j in range(len(bounds) + 1)])
+        splits = [delayed(split_by_bounds, nout=len(table_bounds) + 1)(p, t.count, t.name,
+                                                                      table_bounds)
+                  for p in table_parts]
+        pieces.append([[s[j] for s in splits] for j in range(len(table_bounds) + 1)])
     ranges = dask.persist([[delayed(gather_range)(r, t.count, t.name) for r in table_pieces]
                            for t, table_pieces in zip(tables, pieces)])[0]
     (lengths,) = dask.compute([[delayed(len)(r) for r in table_ranges] for table_ranges in ranges])
     out, first = [], 0
     for t, table_ranges, table_lengths in zip(tables, ranges, lengths):
         starts = first + np.concatenate([[0], np.cumsum(table_lengths)[:-1]]).astype(int)
+        rows = int(sum(table_lengths))
         out.append(([delayed(numbered)(r, int(s), t.id_column)
-                     for r, s in zip(table_ranges, starts)], int(sum(table_lengths))))
-        first += int(sum(table_lengths))
+                     for r, s in zip(table_ranges, starts)], rows))
+        first += rows
     return out

@@ -78,7 +78,6 @@ def write_parts_tasks(ddf: "dd.DataFrame", out_dir: str, storage_options: dict |
     return tasks
 
 
-
 # --- customer-bucketed Parquet: ingest's parts ------------------------------------------------
 #
 # Each review part holds one row group per customer bucket (empty ones included), in bucket

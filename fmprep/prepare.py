@@ -536,11 +536,6 @@ def capped_shards(settings: PrepSettings, train_rows: int, test_rows: int) -> tu
     return counts[0], counts[1]
 
 
-def _partitions(rows: int, per_partition: int) -> int:
-    """Partitions for a table of ``rows`` rows with at most ``per_partition`` each."""
-    return max(1, -(-rows // per_partition))
-
-
 def _write_ranges(ranges: list, columns: list[str], out_dir: str,
                   storage_options: dict | None) -> list:
     """Delayed writes of each numbered range's ``columns`` to ``out_dir/part-NNNNN.parquet``;
@@ -643,17 +638,18 @@ def prepare(work: str, settings: PrepSettings, storage_options: dict | None = No
     def counts_files(step):  # one file per part, each bucketed by product key
         return [storage.join(counts_dir, f"part-{i:05d}-{step}{partio.SCRATCH_SUFFIX}")
                 for i in range(n_parts)]
+    deduped_counts, kept_counts = counts_files("deduped"), counts_files("kept")
     footers = delayed(partio.parquet_footers)(review_parts, storage_options)  # read once
     parts = dask.persist(*[
         delayed(dedupe_bucket)(review_parts, footers, i, storage.join(dedup_dir, name),
-                               title_files[i], n_parts, counts_files("deduped")[i],
+                               title_files[i], n_parts, deduped_counts[i],
                                storage_options)
         for i, name in enumerate(scratch)])
     written, histograms = dask.compute([(p["file"], p["rows"]) for p in parts],
                                        [p["customer_histogram"] for p in parts])
     rows_in = ingested["totals"]["rows_valid"]
     rows_deduped = sum(r for _, r in written)
-    counts = counts_files("deduped")
+    counts = deduped_counts
     customer_histogram = collections.Counter()
     for h in histograms:
         customer_histogram.update(dict(enumerate(h.tolist())))
@@ -688,7 +684,7 @@ def prepare(work: str, settings: PrepSettings, storage_options: dict | None = No
         # The titles of the kept products need only the keep-set: they run beside the parts.
         finished, titles = dask.persist(
             [delayed(finish_part)(r, keep_products, settings.min_customer_ratings, url, i,
-                                  counts_files("kept")[i], n_parts, storage_options)
+                                  kept_counts[i], n_parts, storage_options)
              for i, (r, url) in enumerate(zip(rows, kept_urls))],
             [delayed(titles_bucket)(title_files, j, keep_products, storage_options)
              for j in range(n_parts)])
@@ -707,7 +703,7 @@ def prepare(work: str, settings: PrepSettings, storage_options: dict | None = No
 
     # 3. Dense ids, by count descending then id, sorted on the small per-key tables (a sample
     #    sort, fmprep.ids): users from the parts' customers, items from the product buckets.
-    item_parts = [delayed(item_bucket)(t, counts_files("kept"), j, storage_options)
+    item_parts = [delayed(item_bucket)(t, kept_counts, j, storage_options)
                   for j, t in enumerate(titles)]
     (users, num_users), (items, num_items) = ids.number_tables([
         ids.Table([f["users"] for f in finished], "n_ratings", "customer_id", "user",
